@@ -1,0 +1,1 @@
+"""Metrics: reconstruction (PSNR, SSIM, mel distance, SI-SNR) and generation metrics."""

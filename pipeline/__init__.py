@@ -1,0 +1,1 @@
+"""Data pipeline: sample media, ingestion (videos -> clip shards) and tokenization (-> token shards)."""

@@ -1,0 +1,155 @@
+"""Clip shards: the contract between `ingest` and the tokenizer/tokenize jobs (docs/formats.md).
+
+A clip shard is a plain POSIX tar in webdataset layout: for each clip, members named
+`<key>.<field>` with fields
+    rgb.npy    uint8 [T, H, W, 3]   8 fps frames (T = 17, 41, or 1 for an image)
+    audio.npy  int16 [S]            mono 16 kHz, only when the clip has audio
+    cond.npy   uint8 [T, H, W, 3]   flow x, flow y, depth (only when flow or depth was computed)
+    json       utf-8 JSON           caption, lineage, format, versions (see docs/formats.md)
+Any webdataset reader can stream them. We write the tar ourselves (not webdataset.TarWriter) so
+that member metadata is fixed (mtime 0, uid 0, mode 0644): the same clips give the same bytes on
+any engine and any machine. Shards are committed atomically: written to `<name>.tmp` and renamed.
+
+Reading never unpickles (np.load(allow_pickle=False)) and validates member names.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+CLIP_FORMAT_VERSION = 1
+ARRAY_FIELDS = ("rgb", "audio", "cond")
+_MEMBER = re.compile(r"^(?P<key>[A-Za-z0-9_\-]+)\.(?P<field>rgb\.npy|audio\.npy|cond\.npy|json)$")
+
+
+class ShardFormatError(ValueError):
+    """A clip shard that does not follow docs/formats.md; the message names the file and member."""
+
+
+@dataclass
+class Clip:
+    key: str
+    rgb: np.ndarray  # uint8 [T, H, W, 3]
+    meta: dict[str, Any]
+    audio: np.ndarray | None = None  # int16 [S]
+    cond: np.ndarray | None = None  # uint8 [T, H, W, 3]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not _MEMBER.match(f"{self.key}.json"):
+            raise ShardFormatError(f"clip key {self.key!r}: only letters, digits, '_' and '-' allowed")
+        if self.rgb.dtype != np.uint8 or self.rgb.ndim != 4 or self.rgb.shape[-1] != 3:
+            raise ShardFormatError(f"clip {self.key}: rgb must be uint8 [T,H,W,3], got {self.rgb.dtype} {self.rgb.shape}")
+        if self.audio is not None and (self.audio.dtype != np.int16 or self.audio.ndim != 1):
+            raise ShardFormatError(f"clip {self.key}: audio must be int16 [S], got {self.audio.dtype} {self.audio.shape}")
+        if self.cond is not None and (self.cond.dtype != np.uint8 or self.cond.shape != self.rgb.shape):
+            raise ShardFormatError(f"clip {self.key}: cond must be uint8 shaped like rgb {self.rgb.shape}, got {self.cond.dtype} {self.cond.shape}")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def clip_members(clip: Clip) -> list[tuple[str, bytes]]:
+    """The (member name, bytes) pairs of one clip, in the fixed order rgb, audio, cond, json."""
+    clip.validate()
+    members = [(f"{clip.key}.rgb.npy", _npy_bytes(clip.rgb))]
+    if clip.audio is not None:
+        members.append((f"{clip.key}.audio.npy", _npy_bytes(clip.audio)))
+    if clip.cond is not None:
+        members.append((f"{clip.key}.cond.npy", _npy_bytes(clip.cond)))
+    meta = dict(clip.meta, key=clip.key, clip_format_version=CLIP_FORMAT_VERSION)
+    members.append((f"{clip.key}.json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+    return members
+
+
+def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes]]) -> int:
+    """Write a deterministic tar of (name, bytes) at `path` via `<path>.tmp` + rename; returns bytes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as raw:
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(data))
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def write_clip_shard(path: str | Path, clips: Iterable[Clip]) -> int:
+    """Write clips to one shard atomically; returns the shard's size in bytes."""
+    return write_tar_atomic(path, (m for clip in clips for m in clip_members(clip)))
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as err:
+        raise ShardFormatError(f"{where}: not a plain .npy array ({err})") from None
+
+
+def iter_clip_shard(path: str | Path) -> Iterator[Clip]:
+    """Yield the clips of one shard in stored order; raises ShardFormatError on a bad member."""
+    path = str(path)
+    current: dict[str, Any] = {}
+    current_key: str | None = None
+
+    def finish() -> Clip:
+        if "json" not in current or "rgb.npy" not in current:
+            raise ShardFormatError(f"{path}: clip {current_key} lacks its rgb.npy or json member")
+        return Clip(
+            key=current_key,
+            rgb=current["rgb.npy"],
+            audio=current.get("audio.npy"),
+            cond=current.get("cond.npy"),
+            meta=current["json"],
+        )
+
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            match = _MEMBER.match(info.name)
+            if not info.isfile() or match is None:
+                raise ShardFormatError(f"{path}: unexpected member {info.name!r} (see docs/formats.md)")
+            key, fld = match["key"], match["field"]
+            if key != current_key:
+                if current_key is not None:
+                    yield finish()
+                current, current_key = {}, key
+            data = tar.extractfile(info).read()
+            where = f"{path}:{info.name}"
+            current[fld] = json.loads(data) if fld == "json" else _load_npy(data, where)
+        if current_key is not None:
+            yield finish()
+
+
+def list_shards(root: str | Path) -> list[Path]:
+    """Committed clip shards under `root` (a directory, or one .tar), sorted; .tmp files excluded."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*.tar") if p.is_file())
+
+
+def iter_clips(root: str | Path) -> Iterator[Clip]:
+    """Every clip under `root` (a shard directory or a single shard), in shard order."""
+    for shard in list_shards(root):
+        yield from iter_clip_shard(shard)
