@@ -195,19 +195,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def set_path(cfg: T, dotted: str, raw_value: Any) -> T:
+def set_path(cfg: T, dotted: str, raw_value: Any, *, _prefix: str = "") -> T:
     """Return a copy of dataclass `cfg` with the field at `dotted` set (value coerced to its type)."""
     head, _, rest = dotted.partition(".")
+    full = _prefix + dotted
     if not dataclasses.is_dataclass(cfg):
-        raise ConfigError(f"{dotted}={raw_value!r}: cannot set a key inside a non-config value")
+        raise ConfigError(f"{full}={raw_value!r}: {_prefix.rstrip('.')} has no sub-keys")
     names = {f.name for f in dataclasses.fields(cfg)}
     if head not in names:
-        raise ConfigError(f"{dotted}={raw_value!r}: unknown key {head!r}; allowed: {', '.join(sorted(names))}")
+        raise ConfigError(f"{full}={raw_value!r}: unknown key {head!r}; allowed: {', '.join(sorted(names))}")
     current = getattr(cfg, head)
     if rest:
-        new = set_path(current, rest, raw_value)
+        new = set_path(current, rest, raw_value, _prefix=f"{_prefix}{head}.")
     else:
-        new = coerce(raw_value, _hints(type(cfg))[head], dotted)
+        new = coerce(raw_value, _hints(type(cfg))[head], full)
     return dataclasses.replace(cfg, **{head: new})
 
 
@@ -221,11 +222,9 @@ def apply_overrides(cfg: T, overrides: list[str] | tuple[str, ...]) -> T:
         try:
             cfg = set_path(cfg, key, _parse_scalar_text(text))
         except ConfigError as err:
-            # Report the user's text rather than the YAML-parsed value.
-            msg = str(err)
-            if not msg.startswith(key):
-                raise
-            raise ConfigError(msg.replace(msg.split(":", 1)[0], f"{key}={text!r}", 1)) from None
+            # Name the value as the user typed it, not as YAML parsed it.
+            head, _, reason = str(err).partition(": ")
+            raise ConfigError(f"{key}={text!r}: {reason}") from None
     _validate_tree(cfg)
     return cfg
 
