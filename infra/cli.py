@@ -17,6 +17,8 @@ from videopoet.config import ConfigError
 # Order is the order `videopoet --help` lists them (the order of the stages).
 COMMAND_MODULES = (
     "videopoet.samples",
+    "videopoet.pipeline.ingest",
+    "videopoet.tokenizers.cli",
     "videopoet.demo",
 )
 

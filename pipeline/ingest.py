@@ -37,7 +37,10 @@ KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 AUDIO_SAMPLE_RATE = 16_000
 CLIP_FPS = 8
 # Media settings that never change what a clip contains (they only decide whether it fails).
-_NON_CONTENT_MEDIA_FIELDS = ("decode_timeout_s", "max_pixels")
+_NON_CONTENT_MEDIA_FIELDS = (
+    "decode_timeout_s", "max_pixels", "min_side", "strict_duration", "duration_tolerance_s",
+    "condition_batch", "decode_threads",
+)
 
 
 @dataclass
@@ -71,7 +74,6 @@ class IngestConfig:
     media: MediaConfig = field(default_factory=MediaConfig)
     batch_size: int = 16  # inputs per work unit (the unit of commit and of resume)
     shard_max_bytes: int = 256 * 2**20  # shards are cut below this (a single larger clip gets its own)
-    condition_batch: int = 32  # clips per ConditionModel call
     images_require_caption: bool = True  # an image without caption is useless for text-to-image
     progress: bool = True
     track: bool = True  # log the run in MLflow
@@ -83,8 +85,6 @@ class IngestConfig:
             raise ValueError(f"batch_size={self.batch_size}: must be >= 1")
         if self.shard_max_bytes < 2**16:
             raise ValueError(f"shard_max_bytes={self.shard_max_bytes}: must be >= 65536")
-        if self.condition_batch < 1:
-            raise ValueError(f"condition_batch={self.condition_batch}: must be >= 1")
 
 
 INGEST_RECIPES: RecipeRegistry[IngestConfig] = RecipeRegistry(IngestConfig)
@@ -99,7 +99,7 @@ def default() -> IngestConfig:
 @INGEST_RECIPES.register
 def tiny() -> IngestConfig:
     """videopoet ingest --config tiny --engine beam --input DIR --output OUT  (few clips per input, small units)"""
-    cfg = IngestConfig(batch_size=4, shard_max_bytes=16 * 2**20, condition_batch=8)
+    cfg = IngestConfig(batch_size=4, shard_max_bytes=16 * 2**20)
     cfg.media = dataclasses.replace(cfg.media, clips_per_video=2)
     return cfg
 
@@ -195,6 +195,9 @@ def _source_seconds(clips: list[Any], is_image: bool) -> float:
 
 
 def load_condition_model(cfg: IngestConfig) -> Any:
+    """The media ConditionModel, or None when neither flow nor depth is wanted (no torch import)."""
+    if cfg.media.flow == "none" and cfg.media.depth == "none":
+        return None
     from videopoet.pipeline.media import ConditionModel
 
     return ConditionModel(cfg.media)
@@ -203,6 +206,8 @@ def load_condition_model(cfg: IngestConfig) -> Any:
 def apply_conditions(model: Any, decoded: list[DecodedInput], chunk: int) -> list[list[Any]]:
     """cond arrays (or None) per clip, per input. A model failure costs only the input(s) it hit."""
     conds: list[list[Any]] = [[None] * len(d.clips) for d in decoded]
+    if model is None:
+        return conds
     flat = [(i, j) for i, d in enumerate(decoded) if d.ok for j in range(len(d.clips))]
     for start in range(0, len(flat), chunk):
         part = flat[start:start + chunk]
@@ -252,7 +257,7 @@ def finish_batch(batch: Batch, decoded: list[DecodedInput], model: Any, out: str
     by_id = {d.spec.id: d for d in decoded}
     decoded = [by_id[s.id] for s in batch.inputs]  # engines may hand results back in any order
     mf.clean_batch(out, batch.index)
-    conds = apply_conditions(model, decoded, cfg.condition_batch)
+    conds = apply_conditions(model, decoded, max(1, cfg.media.condition_batch))
     method = dict(getattr(model, "method", {}) or {})
     mhash = media_config_hash(cfg.media)
 
@@ -311,7 +316,7 @@ def finish_batch(batch: Batch, decoded: list[DecodedInput], model: Any, out: str
                 "has_audio": has_audio, "has_cond": cond is not None, "notes": "; ".join(notes),
             })
             n_written += 1
-        row.update(status="ok", clips=n_written, seconds=float(d.seconds), notes="; ".join(notes_all))
+        row.update(status="ok", clips=n_written, seconds=float(d.seconds), notes="; ".join(dict.fromkeys(notes_all)))
         input_rows.append(row)
         result.inputs_ok += 1
         result.clips += n_written
