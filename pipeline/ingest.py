@@ -586,3 +586,23 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError("input='': give --input (a directory, glob, URL or manifest)")
     run_ingest(cfg)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m videopoet.pipeline.ingest ARGS` == `videopoet ingest ARGS` (this job's parser only)."""
+    parser = argparse.ArgumentParser(prog="videopoet")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["ingest", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"videopoet ingest: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    # Run through the imported module, not __main__: configs pickled to Beam/Ray workers must
+    # name classes those workers can import.
+    from videopoet.pipeline.ingest import main as _main
+
+    sys.exit(_main())
