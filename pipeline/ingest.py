@@ -303,6 +303,8 @@ def finish_batch(batch: Batch, decoded: list[DecodedInput], model: Any, out: str
                 "depth": method.get("depth", "none") if cond is not None else "none",
                 "notes": notes, "pipeline_version": PIPELINE_VERSION, "media_config_hash": mhash,
             }
+            if cond is not None:
+                meta.update({k: method[k] for k in ("flow_model", "depth_model") if k in method})
             clip = Clip(key=key, rgb=dc.rgb, audio=dc.audio, cond=cond, meta=meta)
             members = clip_members(clip)
             if current and _tar_size(current + members) > cfg.shard_max_bytes:

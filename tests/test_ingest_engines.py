@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(300)
 GOOD = ["h264_24fps_320x240_square.mp4", "vp9_25fps_144x256_portrait.webm", "h264_vfr_320x240.mp4"]
 TOO_SHORT = "h264_30fps_1920x1080_short.mp4"
 IMAGE = "image_320x240.jpg"
-FLOW = "none"
+FLOW = "dis"
 OVERRIDES = [
     "batch_size=2", "media.clips_per_video=1", f"media.flow={FLOW}", "media.depth=none",
     "progress=false", "track=false",
@@ -73,6 +73,7 @@ def test_every_input_has_a_row_and_good_clips_are_there(reference, inputs):
         r = rows[name]
         assert r["status"] == "failed" and r["clips"] == 0, r
         assert r["stage"] and r["error_class"] and name in r["message"], r
+        assert r["stage"] == truth[name].get("expected_stage", "too_short"), r
     for name in GOOD + [IMAGE]:
         r = rows[name]
         assert r["status"] == "ok" and r["clips"] >= 1 and r["error_class"] is None, r
