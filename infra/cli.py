@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "videopoet.samples",
     "videopoet.pipeline.ingest",
     "videopoet.tokenizers.cli",
+    "videopoet.pipeline.tokenize",
     "videopoet.demo",
 )
 
