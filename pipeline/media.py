@@ -78,8 +78,9 @@ class MediaConfig:
     min_side: int = 16  # smaller frames are rejected (stage "probe")
     strict_duration: bool = True  # a header claiming much more than decodes fails ("decode")
     duration_tolerance_s: float = 1.0  # ... "much more" = more than max(this, 10% of the claim)
-    max_flow_px: float = 8.0  # flow at 128 px clipped to +-this, mapped linearly to 0..255 (128 = 0)
-    condition_batch: int = 16  # clips per model call in ConditionModel
+    max_flow_px: float = 16.0  # flow (px at clip size) clipped to +-this, linear to 0..255, 128 = 0
+    raft_updates: int = 12  # RAFT refinement iterations (torchvision's default)
+    condition_batch: int = 16  # frame pairs / frames per RAFT or MiDaS forward
     decode_threads: int = 0  # PyAV codec threads (0 = FFmpeg's choice)
 
     def validate(self) -> None:
