@@ -32,13 +32,31 @@ from pathlib import Path
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 
 
-def pick_inputs(root: Path) -> list[Path]:
+def pick_inputs(root: Path, kinds: tuple[str, ...] = ("video", "real")) -> list[Path]:
     truth_path = root / "truth.json"
     if truth_path.is_file():
         files = json.loads(truth_path.read_text())["files"]
         return sorted(root / name for name, t in files.items()
-                      if t["kind"] in ("video", "real") and (t.get("duration_s") or 3.0) >= 2.2)
+                      if t["kind"] in kinds and (t.get("duration_s") or 3.0) >= 2.2)
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def write_manifest(paths: list[Path], root: Path, path: Path) -> Path:
+    path.write_text("".join(json.dumps({"path": str(p), "caption": "bench", "id": str(p.relative_to(root))}) + "\n"
+                            for p in paths))
+    return path
+
+
+def decode_floor(paths: list[Path], repeat: int) -> tuple[str, float, dict[str, float]]:
+    """Fastest backend's best time to decode every video frame of `paths`."""
+    floors = {}
+    for name, fn in (("pyav", floor_pyav), ("decord", floor_decord)):
+        if importlib.util.find_spec("av" if name == "pyav" else name) is None:
+            continue
+        fn(paths[:1])  # warm the codec libraries
+        floors[name] = min(fn(paths)[0] for _ in range(repeat))
+    best = min(floors, key=floors.get)
+    return best, floors[best], floors
 
 
 def floor_pyav(paths: list[Path]) -> tuple[float, int]:
@@ -112,20 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             root = work / "media"
             make_samples(root)
         paths = pick_inputs(root)
-        manifest = work / "inputs.jsonl"
-        manifest.write_text("".join(json.dumps({"path": str(p), "caption": "bench", "id": str(p.relative_to(root))}) + "\n"
-                                    for p in paths))
+        manifest = write_manifest(paths, root, work / "inputs.jsonl")
         print(f"bench ingest: {len(paths)} videos, {sum(p.stat().st_size for p in paths) / 1e6:.1f} MB, {cores} core(s)")
-
-        floors = {}
-        for name, fn in (("pyav", floor_pyav), ("decord", floor_decord)):
-            if importlib.util.find_spec(name if name != "pyav" else "av") is None:
-                continue
-            fn(paths[:1])  # warm the codec libraries
-            best = min(fn(paths)[0] for _ in range(args.repeat))
-            floors[name] = best
-        floor_backend = min(floors, key=floors.get)
-        floor_s = floors[floor_backend]
+        floor_backend, floor_s, floors = decode_floor(paths, args.repeat)
 
         import torch
 
@@ -137,16 +144,26 @@ def main(argv: list[str] | None = None) -> int:
             if ckpts:
                 variants.append(("raft_midas", ["media.flow=raft", "media.depth=midas",
                                                 f"media.raft_checkpoint={ckpts[0]}", f"media.midas_checkpoint={ckpts[1]}"]))
-        results = {}
-        for name, overrides in variants:
-            runs = [run_pipeline(manifest, work / f"out-{name}", overrides) for _ in range(args.repeat)]
+
+        def timed(man: Path, name: str, overrides: list[str]) -> dict:
+            runs = [run_pipeline(man, work / f"out-{name}", overrides) for _ in range(args.repeat)]
             best = min(runs, key=lambda s: s["wall_seconds"])
-            results[name] = {
-                "clips": best["clips"], "wall_seconds": best["wall_seconds"],
-                "clips_per_s_per_core": best["clips"] / best["wall_seconds"] / cores,
-                "inputs_failed": best["inputs_failed"],
-            }
+            return {"clips": best["clips"], "wall_seconds": best["wall_seconds"],
+                    "clips_per_s_per_core": best["clips"] / best["wall_seconds"] / cores,
+                    "inputs_failed": best["inputs_failed"]}
+
+        results = {name: timed(manifest, name, overrides) for name, overrides in variants}
         clips = results["no_conditions"]["clips"]
+        # The real footage alone (720p 5.1-audio Big Buck Bunny, bikes, carphone): decode-bound like
+        # production video, unlike the tiny synthetic clips where fixed per-frame costs dominate.
+        real = pick_inputs(root, ("real",))
+        real_report = None
+        if real:
+            r_backend, r_floor, r_floors = decode_floor(real, args.repeat)
+            r = timed(write_manifest(real, root, work / "real.jsonl"), "real", variants[0][1])
+            real_report = {"videos": len(real), "decode_floor": {"backend": r_backend, "seconds": r_floor,
+                           "seconds_by_backend": r_floors, "clips_per_s_per_core": r["clips"] / r_floor / cores},
+                           "pipeline_no_conditions": r, "ratio_pipeline_over_floor": r["wall_seconds"] / r_floor}
         report = {
             "bench": "ingest", "host": platform.node(), "python": platform.python_version(), "cores": cores,
             "gpu": torch.cuda.get_device_name(0) if gpu else None,
@@ -155,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                              "clips_per_s_per_core": clips / floor_s / cores},
             "pipeline": results,
             "ratio_pipeline_over_floor": results["no_conditions"]["wall_seconds"] / floor_s,
+            "real_footage_only": real_report,
             "target_ratio": 1.3,
         }
         out = Path(args.out)
@@ -164,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{k} {v:.2f} s' for k, v in floors.items())})")
         for name, r in results.items():
             print(f"pipeline {name}: {r['clips_per_s_per_core']:.2f} clips/s/core ({r['clips']} clips in {r['wall_seconds']:.2f} s)")
-        print(f"ratio pipeline/floor (no conditions): {report['ratio_pipeline_over_floor']:.2f} (target <= 1.3) -> {out}")
+        print(f"ratio pipeline/floor (no conditions): {report['ratio_pipeline_over_floor']:.2f} (target <= 1.3)")
+        if real_report:
+            print(f"real footage only: floor {real_report['decode_floor']['clips_per_s_per_core']:.2f}, pipeline "
+                  f"{real_report['pipeline_no_conditions']['clips_per_s_per_core']:.2f} clips/s/core, ratio "
+                  f"{real_report['ratio_pipeline_over_floor']:.2f}")
+        print(f"-> {out}")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -423,6 +423,7 @@ def summarize(out: Path, cfg: IngestConfig, num_batches: int, wall_s: float, new
     """Merge the manifest parts and write summary.json (timings live here, never in the manifest)."""
     import pyarrow.compute as pc
 
+    _verify_shards(out, num_batches)
     merged = mf.merge_parts(out, range(num_batches))
     table = mf.read_manifest(merged)
     inputs = table.filter(pc.equal(table["kind"], "input"))
@@ -455,6 +456,24 @@ def summarize(out: Path, cfg: IngestConfig, num_batches: int, wall_s: float, new
     }
     mf.write_json_atomic(out / mf.SUMMARY_FILE, summary)
     return summary
+
+
+def _verify_shards(out: Path, num_batches: int) -> None:
+    """Every shard a committed part names must exist. A batch whose shards vanished (e.g. two
+    attempts of one batch racing on a runner that re-executes work) is uncommitted so that the
+    next run redoes it; the run then fails loudly instead of publishing a manifest with holes."""
+    broken = []
+    for b in range(num_batches):
+        if not mf.is_committed(out, b):
+            continue
+        table = mf.read_manifest(mf.part_path(out, b))
+        names = {n for n in table["shard"].to_pylist() if n}
+        if any(not (out / n).is_file() for n in names):
+            mf.part_path(out, b).unlink()
+            broken.append(b)
+    if broken:
+        raise RuntimeError(f"{out}: batches {broken[:10]} named shards that are missing; they were "
+                           "uncommitted: rerun the same command to redo them")
 
 
 def _cores(cfg: IngestConfig) -> int:

@@ -232,6 +232,20 @@ def test_crashed_batch_leftovers_are_cleaned_and_redone(reference, inputs, tmp_p
     assert not list(out.rglob("*.tmp"))
 
 
+def test_a_committed_batch_with_a_missing_shard_is_redone(reference, inputs, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)
+    shard = sorted((out / mf.SHARDS_DIR).glob("shard-*.tar"))[-1]
+    shard.unlink()
+    with pytest.raises(RuntimeError, match="missing"):
+        run_ingest(_cfg(inputs[0], out, "local"))
+    assert not mf.is_committed(out, int(shard.name.split("-")[1]))
+    run_ingest(_cfg(inputs[0], out, "local"))
+    assert _files(out) == _files(reference[0])
+
+
 def test_shards_are_cut_below_the_size_bound(reference, inputs, tmp_path):
     from videopoet.pipeline.ingest import _tar_size
 
