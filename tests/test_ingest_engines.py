@@ -262,3 +262,43 @@ def test_shards_are_cut_below_the_size_bound(reference, inputs, tmp_path):
     assert all(np.array_equal(c.rgb, ref[c.key].rgb) for c in got)
     shards = list_shards(tmp_path / "small")
     assert len(shards) == len(got) > len(list_shards(reference[0]))
+
+
+def test_fsspec_url_inputs_are_fetched_hashed_and_decoded(sample_media, tmp_path):
+    import fsspec
+
+    data = (sample_media / GOOD[0]).read_bytes()
+    with fsspec.open("memory://ingest-test/videos/v.mp4", "wb") as f:
+        f.write(data)
+    cfg = INGEST_RECIPES.get("tiny", [*OVERRIDES, "media.flow=none", "engine=local",
+                                      "input=memory://ingest-test/videos/*.mp4", f"output={tmp_path}"])
+    summary = run_ingest(cfg)
+    assert summary["inputs_ok"] == 1 and summary["clips"] == 1
+    (clip,) = list(iter_clips(tmp_path))
+    assert clip.meta["source_uri"] == "memory:///ingest-test/videos/v.mp4"
+    assert clip.meta["source_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_an_input_over_the_time_limit_is_a_row_not_a_stall(sample_media, tmp_path):
+    listing = tmp_path / "two.jsonl"
+    listing.write_text("".join(json.dumps({"path": str(sample_media / n), "caption": "c"}) + "\n" for n in GOOD[:2]))
+    cfg = INGEST_RECIPES.get("tiny", [*OVERRIDES, "media.flow=none", "engine=local", "media.decode_timeout_s=0.001",
+                                      f"input={listing}", f"output={tmp_path / 'out'}"])
+    summary = run_ingest(cfg)
+    rows = [r for r in mf.read_manifest(tmp_path / "out" / mf.MERGED_FILE).to_pylist() if r["kind"] == "input"]
+    assert summary["inputs_failed"] == 2 and summary["clips"] == 0
+    assert {(r["stage"], r["error_class"]) for r in rows} == {("timeout", "DecodeTimeout")}
+    assert all("decode_timeout_s" in r["message"] for r in rows)
+
+
+def test_ray_pool_never_takes_every_cpu():
+    from videopoet.config import ConfigError
+    from videopoet.pipeline.engines import ray_pool_size
+
+    cfg = INGEST_RECIPES.get("default")
+    assert ray_pool_size(cfg, total_cpus=2, total_gpus=0) == 1
+    assert ray_pool_size(cfg, total_cpus=16, total_gpus=0) == 4
+    gpu = INGEST_RECIPES.get("default", ["ray.use_gpu=true"])
+    assert ray_pool_size(gpu, total_cpus=16, total_gpus=2) == 2
+    with pytest.raises(ConfigError, match="deadlock"):
+        ray_pool_size(INGEST_RECIPES.get("default", ["ray.pool_size=2"]), total_cpus=2, total_gpus=0)
