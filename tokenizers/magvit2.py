@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,69 +36,11 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videopoet.config import RecipeRegistry, from_dict
+from videopoet.config import from_dict
 from videopoet.tokenizers.lfq import LFQ, LFQOutput, entropy_weight_at
+from videopoet.tokenizers.video_config import RECIPES, VideoTokenizerConfig  # noqa: F401  (re-exported)
 
 CHECKPOINT_KIND = "video_tokenizer"
-
-
-@dataclass
-class VideoTokenizerConfig:
-    channels: int = 128
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
-    num_res_blocks: int = 4
-    # One flag per downsampling step (len(channel_mult) - 1): does it halve time as well?
-    temporal_down: list[bool] = field(default_factory=lambda: [False, True, True])
-    norm_groups: int = 32
-    bits: int = 18
-    temporal_kernel: int = 3  # 1 = the image network used for image pretraining
-    entropy_tau: float = 0.01
-    commit_weight: float = 0.25
-    entropy_weight: float = 0.1
-    entropy_anneal_ratio: float = 3.0
-    entropy_anneal_steps: int = 2000
-    checkpoint_activations: bool = False  # recompute res blocks in backward (paper scale on a GPU)
-
-    def validate(self) -> None:
-        if len(self.temporal_down) != len(self.channel_mult) - 1:
-            raise ValueError(f"temporal_down needs {len(self.channel_mult) - 1} flags (one per "
-                             f"downsampling step), got {len(self.temporal_down)}")
-        for m in self.channel_mult:
-            if (self.channels * m) % self.norm_groups:
-                raise ValueError(f"channels*mult={self.channels * m} is not divisible by norm_groups={self.norm_groups}")
-        if self.temporal_kernel not in (1, 3):
-            raise ValueError(f"temporal_kernel={self.temporal_kernel}: must be 1 (image) or 3 (video)")
-        if not 2 <= self.bits <= 24:
-            raise ValueError(f"bits={self.bits}: must lie in [2, 24]")
-
-    @property
-    def spatial_factor(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
-
-    @property
-    def temporal_factor(self) -> int:
-        return 2 ** sum(bool(t) for t in self.temporal_down)
-
-
-RECIPES: RecipeRegistry[VideoTokenizerConfig] = RecipeRegistry(VideoTokenizerConfig)
-
-
-@RECIPES.register
-def tiny() -> VideoTokenizerConfig:
-    """CPU-sized network for tests and the demo (same structure as `paper`, ~1.1 M params).
-
-    videopoet train-tokenizer video --data CLIP_SHARDS --config tiny
-    """
-    return VideoTokenizerConfig(channels=16, channel_mult=[1, 2, 2, 2], num_res_blocks=1, norm_groups=4)
-
-
-@RECIPES.register
-def paper() -> VideoTokenizerConfig:
-    """MAGVIT-v2 / Open-MAGVIT2 widths: ch 128, mult (1,2,2,4), 4 res blocks; ~145 M enc + ~226 M dec.
-
-    videopoet train-tokenizer video --data CLIP_SHARDS --config paper
-    """
-    return VideoTokenizerConfig()
 
 
 # ------------------------------------------------------------------------------------------------
