@@ -24,7 +24,7 @@ from typing import Any
 from videopoet.config import ConfigError
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.ingest import (
-    Batch, BatchResult, IngestConfig, Progress, decode_input, finish_batch, load_condition_model,
+    Batch, BatchResult, DecodedInput, IngestConfig, Progress, decode_input, finish_batch, load_condition_model,
     process_batch, result_from_part,
 )
 
@@ -180,8 +180,19 @@ class ConditionActor:
         self.cfg, self.out = cfg, out
         self.model = load_condition_model(cfg)
 
-    def finish(self, index: int, specs: list, *decoded) -> BatchResult:
-        return finish_batch(Batch(index, list(specs)), list(decoded), self.model, self.out, self.cfg)
+    def finish(self, index: int, specs: list, refs: list) -> BatchResult:
+        import ray
+
+        decoded = []
+        for spec, ref in zip(specs, refs):
+            # refs arrive unresolved (nested in a list) so that a decode task that died for good
+            # (e.g. its worker was OOM-killed on every retry) costs its input, not the batch.
+            try:
+                decoded.append(ray.get(ref))
+            except Exception as err:
+                decoded.append(DecodedInput(spec=spec).fail(
+                    "decode", "WorkerCrashed", f"{spec.uri}: the decode task failed after retries ({type(err).__name__})"))
+        return finish_batch(Batch(index, list(specs)), decoded, self.model, self.out, self.cfg)
 
 
 def _ray_init(cfg: IngestConfig) -> bool:
@@ -242,7 +253,7 @@ def run_ray(batches: list[Batch], cfg: IngestConfig, out: Path, progress: Progre
 
         def submit(batch: Batch) -> None:
             refs = [decode.remote(spec, cfg_ref) for spec in batch.inputs]
-            pool.submit(lambda actor, v: actor.finish.remote(v[0], v[1], *v[2]), (batch.index, batch.inputs, refs))
+            pool.submit(lambda actor, v: actor.finish.remote(*v), (batch.index, batch.inputs, refs))
 
         while queue or inflight:
             while queue and inflight < inflight_limit:
