@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "videopoet.pipeline.ingest",
     "videopoet.tokenizers.cli",
     "videopoet.pipeline.tokenize",
+    "videopoet.trainer.train",
     "videopoet.demo",
 )
 

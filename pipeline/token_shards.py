@@ -380,6 +380,7 @@ def synthetic_rows(
     text_dim: int = 64,
     visual_codes: int = NUM_VISUAL_CODES,
     audio_codes: int = AUDIO_CODES_PER_LEVEL,
+    latent_hw: tuple[int, int] | None = None,
     with_lengths: bool = True,
 ) -> list[dict[str, Any]]:
     """`n` valid token-shard rows with random codes, deterministic in `seed`.
@@ -387,7 +388,8 @@ def synthetic_rows(
     A share `image_fraction` are 1-frame square images (text, no audio, no conditions); videos draw
     their length from `num_frames` and their format from `formats`. `visual_codes`/`audio_codes`
     restrict the code range (small ranges make data a tiny model can memorise). `len_<task>` columns
-    are filled by trainer.tasks.sequence_lengths when `with_lengths`.
+    are filled by trainer.tasks.sequence_lengths when `with_lengths`. `latent_hw` replaces the
+    latent grid's (h, w) (e.g. (2, 2)) to make short sequences for fast CPU tests of the trainer.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -396,6 +398,8 @@ def synthetic_rows(
         frames = 1 if is_image else int(rng.choice(num_frames))
         fmt = "square" if is_image else str(rng.choice(formats))
         t, h, w = latent_shape(frames, fmt)
+        if latent_hw is not None:
+            h, w = latent_hw
         codes = lambda size: rng.integers(0, visual_codes, size, dtype=np.int32)  # noqa: E731
         has_text = is_image or rng.random() < caption_fraction
         has_audio = (not is_image) and rng.random() < audio_fraction

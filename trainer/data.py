@@ -1,0 +1,432 @@
+"""Alternating Gradient Descent (AGD) over token shards: one (task, length) group per step, no padding.
+
+VideoPoet §4.2 (after IMP, Akbari et al. 2023): tasks are grouped by sequence length and each
+optimisation step draws one group, so every sequence in a batch has the same length and the same
+prefix layout; nothing is padded. The batch size comes from a tokens-per-step budget
+(B = budget // L, rounded down to a multiple of the data-parallel world size, at least one per
+rank), so an image step (256 visual tokens) carries ~5x the examples of a 17-frame video step.
+
+How a step is decided (identically on every rank, with no communication):
+  * the group: drawn from `group_probabilities(step)` with an RNG seeded by (seed, "group", step).
+    Probabilities = modality share of the current stage (paper: 90% image steps for the first 25%
+    of steps, then 90% video) x task weight within the modality x the group's share of its task's
+    examples. A modality with no data gives its share to the other.
+  * the examples: the next B positions of that group's example stream. The stream is a sequence of
+    epochs; each epoch permutes the group's Parquet row groups with (seed, group, epoch), then
+    shuffles rows inside windows of `shuffle_window` row groups. Reading stays sequential (one or
+    two row groups per group in flight) while batches still mix `shuffle_window` row groups; a
+    window at least as large as the group is a full shuffle. The stream position of every group
+    is the sampler's state (`state_dict`), itself a function of (seed, steps so far):
+    `replay(step)` recomputes it from scratch.
+  * condition dropout for classifier-free guidance: each example of the global batch has its text
+    mask zeroed with probability `cond_dropout`, drawn from (seed, "dropout", step) over the
+    *global* batch, so the decision does not depend on the number of ranks.
+Data-parallel rank r of W takes the r-th contiguous slice of the step's global batch.
+
+Why not Ray Data: it has no length bucketing (ray-project/ray#49844); AGD needs random access by
+(group, position) for exact resume, which a plain reader of Parquet row groups gives directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from videopoet.pipeline import token_shards as ts
+
+_TAG_GROUP, _TAG_BLOCKS, _TAG_ROWS, _TAG_DROPOUT = 1, 2, 3, 4
+
+
+@dataclass
+class DataConfig:
+    shards: list[str] = field(default_factory=list)  # token-shard directories or files
+    tasks: list[str] = field(default_factory=list)  # empty: every task the shards can serve
+    task_weights: dict[str, float] = field(default_factory=dict)  # relative step share within a modality (default 1)
+    tokens_per_step: int = 16_384  # global token budget of one step (all ranks together)
+    batch_multiple: int = 1  # global batch is a multiple of lcm(this, world size): same batches at any world size dividing it
+    stage_ends: list[float] = field(default_factory=lambda: [0.25, 1.0])  # fractions of max_steps
+    stage_image_share: list[float] = field(default_factory=lambda: [0.9, 0.1])  # share of image steps per stage
+    cond_dropout: float = 0.1  # probability of dropping the text condition (CFG)
+    shuffle_window: int = 16  # row groups shuffled together (>= group size: full shuffle)
+    cache_row_groups: int = 32  # decoded row groups kept per rank
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.tokens_per_step < 1:
+            raise ValueError(f"tokens_per_step={self.tokens_per_step}: must be >= 1")
+        if len(self.stage_ends) != len(self.stage_image_share) or not self.stage_ends:
+            raise ValueError("stage_ends and stage_image_share must be non-empty and of equal length")
+        if list(self.stage_ends) != sorted(self.stage_ends) or self.stage_ends[-1] < 1.0:
+            raise ValueError(f"stage_ends={self.stage_ends}: must increase and end at 1.0 or later")
+        if not all(0.0 <= s <= 1.0 for s in self.stage_image_share):
+            raise ValueError(f"stage_image_share={self.stage_image_share}: each share must lie in [0, 1]")
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise ValueError(f"cond_dropout={self.cond_dropout}: must lie in [0, 1]")
+        if any(w < 0 for w in self.task_weights.values()):
+            raise ValueError(f"task_weights={self.task_weights}: weights must be >= 0")
+        if self.shuffle_window < 1 or self.cache_row_groups < 1 or self.batch_multiple < 1:
+            raise ValueError("shuffle_window, cache_row_groups and batch_multiple must be >= 1")
+
+
+def _rng(seed: int, *words: int) -> np.random.Generator:
+    """A generator keyed by (seed, words...): stateless, so any step's draw can be recomputed alone."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, *words])
+
+
+@dataclass
+class Group:
+    """All (shard, row group, row) positions whose layout for `task` has exactly `length` tokens."""
+
+    task: str
+    length: int
+    kind: str  # "image" | "video"
+    file_id: np.ndarray  # int32 [n], sorted by (file, row group, row)
+    row_group: np.ndarray  # int32 [n]
+    row: np.ndarray  # int32 [n] row within its row group
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}_L{self.length}" + ("_img" if self.kind == "image" and self.task != "t2i" else "")
+
+    @property
+    def size(self) -> int:
+        return int(self.file_id.size)
+
+    @property
+    def key(self) -> int:
+        return zlib.crc32(self.name.encode())
+
+
+@dataclass
+class ShardIndex:
+    """The AGD groups of a set of token shards, built from the num_frames and len_<task> columns only."""
+
+    files: list[Path]
+    groups: list[Group]
+    fingerprint: str
+
+    @classmethod
+    def build(cls, shards: Sequence[str | Path], tasks: Sequence[str] = ()) -> "ShardIndex":
+        import pyarrow.parquet as pq
+
+        files = ts.list_token_shards(list(shards))
+        if not files:
+            raise ts.TokenShardError(f"no token shards (*.parquet) under {list(shards)}")
+        wanted = list(tasks)
+        parts: dict[tuple[str, int, str], list[np.ndarray]] = {}
+        digest = hashlib.sha256()
+        for file_id, path in enumerate(files):
+            shard_tasks = ts.shard_tasks(path)
+            use = [t for t in (wanted or shard_tasks) if t in shard_tasks]
+            missing = [t for t in wanted if t not in shard_tasks]
+            if missing:
+                raise ts.TokenShardError(f"{path}: no len_ column for task(s) {missing}; it has {list(shard_tasks)}")
+            with pq.ParquetFile(path) as pf:
+                table = pf.read(columns=["num_frames"] + [ts.len_column(t) for t in use])
+                rg_sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+            digest.update(f"{path.name}:{table.num_rows}:{rg_sizes}:{use}".encode())
+            rg = np.repeat(np.arange(len(rg_sizes), dtype=np.int32), rg_sizes)
+            row = np.concatenate([np.arange(s, dtype=np.int32) for s in rg_sizes]) if rg_sizes else np.zeros(0, np.int32)
+            is_image = table.column("num_frames").to_numpy() == 1
+            for task in use:
+                lengths = table.column(ts.len_column(task)).to_numpy()
+                for kind, sel_kind in (("image", is_image), ("video", ~is_image)):
+                    for length in np.unique(lengths[sel_kind & (lengths > 0)]):
+                        sel = np.flatnonzero(sel_kind & (lengths == length))
+                        parts.setdefault((task, int(length), kind), []).append(
+                            np.stack([np.full(sel.size, file_id, np.int32), rg[sel], row[sel]])
+                        )
+        groups = []
+        for (task, length, kind), chunks in sorted(parts.items()):
+            f, g, r = np.concatenate(chunks, axis=1)
+            groups.append(Group(task, length, kind, f, g, r))
+        if not groups:
+            raise ts.TokenShardError(f"token shards under {list(shards)} serve none of the tasks {wanted or 'in their len_ columns'}")
+        return cls(files, groups, digest.hexdigest()[:16])
+
+    def summary(self) -> dict[str, int]:
+        return {g.name: g.size for g in self.groups}
+
+
+@dataclass
+class StepPlan:
+    """What one step trains on: the group and this rank's slice of the global batch."""
+
+    step: int
+    group: int
+    task: str
+    length: int
+    global_batch: int
+    positions: list[tuple[int, int, int]]  # (file, row group, row) of this rank's examples
+    drop_text: np.ndarray  # bool [local batch]
+
+
+@dataclass
+class Batch:
+    task: str
+    group: str
+    tokens: Any  # torch.LongTensor [B, L]
+    prefix_len: int
+    text_start: int | None
+    text_emb: Any  # torch.FloatTensor [B, 64, D] or None
+    text_mask: Any  # torch.BoolTensor [B, 64] or None
+    global_batch: int
+    real_tokens: int  # tokens that come from layouts (the rest would be padding)
+    dropped_text: int
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1.0 - self.real_tokens / max(1, self.tokens.numel())
+
+
+class AGDSampler:
+    """Decides, for every step, the group and the examples; holds the stream positions (resumable)."""
+
+    def __init__(self, index: ShardIndex, cfg: DataConfig, total_steps: int):
+        self.index, self.cfg, self.total_steps = index, cfg, max(1, total_steps)
+        self.consumed = np.zeros(len(index.groups), dtype=np.int64)
+        self.step = 0
+        self._epoch_cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, list]] = OrderedDict()
+        self._window_cache: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self._base = self._base_weights()
+
+    # -- group choice ------------------------------------------------------------------------
+    def _base_weights(self) -> dict[str, np.ndarray]:
+        """Per modality: weights over all groups (task weight x the group's share of its task)."""
+        out = {}
+        for kind in ("image", "video"):
+            w = np.zeros(len(self.index.groups))
+            members = [i for i, g in enumerate(self.index.groups) if g.kind == kind]
+            tasks = sorted({self.index.groups[i].task for i in members})
+            task_w = {t: float(self.cfg.task_weights.get(t, 1.0)) for t in tasks}
+            total_task_w = sum(task_w.values())
+            for t in tasks:
+                if task_w[t] == 0:
+                    continue
+                in_task = [i for i in members if self.index.groups[i].task == t]
+                n = sum(self.index.groups[i].size for i in in_task)
+                for i in in_task:
+                    w[i] = task_w[t] / total_task_w * self.index.groups[i].size / n
+            out[kind] = w
+        if not any(w.sum() > 0 for w in out.values()):
+            raise ValueError(f"task_weights={self.cfg.task_weights} leave no task with a non-zero weight")
+        return out
+
+    def stage(self, step: int) -> int:
+        frac = step / self.total_steps
+        for i, end in enumerate(self.cfg.stage_ends):
+            if frac < end:
+                return i
+        return len(self.cfg.stage_ends) - 1
+
+    def group_probabilities(self, step: int) -> np.ndarray:
+        image_share = self.cfg.stage_image_share[self.stage(step)]
+        img, vid = self._base["image"], self._base["video"]
+        if img.sum() == 0:
+            image_share = 0.0
+        elif vid.sum() == 0:
+            image_share = 1.0
+        p = image_share * img + (1.0 - image_share) * vid
+        return p / p.sum()
+
+    def group_for_step(self, step: int) -> int:
+        p = self.group_probabilities(step)
+        return int(np.searchsorted(np.cumsum(p), _rng(self.cfg.seed, _TAG_GROUP, step).random() * p.sum(), side="right").clip(0, len(p) - 1))
+
+    def global_batch(self, group: int, world_size: int = 1) -> int:
+        """B = budget // L rounded down to a multiple of lcm(batch_multiple, world), at least that multiple."""
+        m = math.lcm(self.cfg.batch_multiple, world_size)
+        b = self.cfg.tokens_per_step // self.index.groups[group].length
+        return max(m, b - b % m)
+
+    # -- example stream ----------------------------------------------------------------------
+    def _epoch(self, gi: int, epoch: int):
+        """(order of member indices in windows, window start offsets) for one epoch of group gi."""
+        key = (gi, epoch)
+        if key in self._epoch_cache:
+            self._epoch_cache.move_to_end(key)
+            return self._epoch_cache[key]
+        g = self.index.groups[gi]
+        block_id = g.file_id.astype(np.int64) << 32 | g.row_group.astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, block_id[1:] != block_id[:-1]])  # members sorted by block
+        sizes = np.diff(np.r_[starts, g.size])
+        order = _rng(self.cfg.seed, _TAG_BLOCKS, g.key, epoch).permutation(starts.size)
+        w = self.cfg.shuffle_window
+        windows = [order[i:i + w] for i in range(0, order.size, w)]
+        win_sizes = np.array([sizes[win].sum() for win in windows])
+        win_starts = np.r_[0, np.cumsum(win_sizes)[:-1]]
+        entry = (win_starts, win_sizes, [(starts[win], sizes[win]) for win in windows])
+        self._epoch_cache[key] = entry
+        while len(self._epoch_cache) > 4 * max(1, len(self.index.groups)):
+            self._epoch_cache.popitem(last=False)
+        return entry
+
+    def member_at(self, gi: int, position: int) -> int:
+        """Index into group gi's members of the example at stream `position`."""
+        g = self.index.groups[gi]
+        epoch, offset = divmod(position, g.size)
+        win_starts, _, windows = self._epoch(gi, epoch)
+        wi = int(np.searchsorted(win_starts, offset, side="right") - 1)
+        key = (gi, epoch, wi)
+        if key not in self._window_cache:
+            b_starts, b_sizes = windows[wi]
+            members = np.concatenate([np.arange(s, s + n) for s, n in zip(b_starts, b_sizes)])
+            self._window_cache[key] = members[_rng(self.cfg.seed, _TAG_ROWS, g.key, epoch, wi).permutation(members.size)]
+            while len(self._window_cache) > 2 * max(1, len(self.index.groups)):
+                self._window_cache.popitem(last=False)
+        return int(self._window_cache[key][offset - win_starts[wi]])
+
+    # -- steps -------------------------------------------------------------------------------
+    def plan(self, step: int, rank: int = 0, world_size: int = 1) -> StepPlan:
+        """The plan of `step` given the current stream positions (does not advance them)."""
+        gi = self.group_for_step(step)
+        g = self.index.groups[gi]
+        B = self.global_batch(gi, world_size)
+        per_rank = B // world_size
+        lo, hi = rank * per_rank, (rank + 1) * per_rank
+        start = int(self.consumed[gi])
+        idx = [self.member_at(gi, start + k) for k in range(lo, hi)]
+        drop = _rng(self.cfg.seed, _TAG_DROPOUT, step).random(B) < self.cfg.cond_dropout
+        return StepPlan(step, gi, g.task, g.length, B,
+                        [(int(g.file_id[i]), int(g.row_group[i]), int(g.row[i])) for i in idx], drop[lo:hi])
+
+    def advance(self, plan: StepPlan) -> None:
+        self.consumed[plan.group] += plan.global_batch
+        self.step = plan.step + 1
+
+    def replay(self, step: int, world_size: int = 1) -> None:
+        """Set the stream positions to what they are before `step`, from (seed, step) alone."""
+        self.consumed[:] = 0
+        for s in range(step):
+            gi = self.group_for_step(s)
+            self.consumed[gi] += self.global_batch(gi, world_size)
+        self.step = step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "consumed": [int(c) for c in self.consumed],
+                "groups": [g.name for g in self.index.groups], "fingerprint": self.index.fingerprint,
+                "seed": self.cfg.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("groups") != [g.name for g in self.index.groups] or state.get("fingerprint") != self.index.fingerprint:
+            raise ValueError(
+                "data position in the checkpoint was saved for other token shards "
+                f"(fingerprint {state.get('fingerprint')} vs {self.index.fingerprint}); resume with the same data.shards"
+            )
+        self.consumed[:] = np.asarray(state["consumed"], dtype=np.int64)
+        self.step = int(state["step"])
+
+
+class RowStore:
+    """Reads rows by (file, row group, row), keeping the last `capacity` row groups as Arrow tables."""
+
+    def __init__(self, files: Sequence[Path], capacity: int = 32):
+        self.files, self.capacity = list(files), capacity
+        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self.reads = 0
+
+    def _table(self, file_id: int, rg: int):
+        import pyarrow.parquet as pq
+
+        key = (file_id, rg)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        path = self.files[file_id]
+        with pq.ParquetFile(path) as pf:
+            ts.check_version(pf.schema_arrow.metadata, str(path))
+            table = pf.read_row_group(rg)
+        self.reads += 1
+        self._cache[key] = table
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return table
+
+    def get(self, file_id: int, rg: int, row: int) -> dict[str, Any]:
+        return ts.table_rows(self._table(file_id, rg).slice(row, 1))[0]
+
+
+def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batch:
+    """Build the layouts of one group's rows and stack them; every layout must have the group's length."""
+    import torch
+
+    from videopoet.trainer.tasks import build_layout
+
+    layouts = [build_layout(plan.task, r) for r in rows]
+    for r, lay in zip(rows, layouts):
+        if len(lay.tokens) != plan.length:
+            raise ValueError(
+                f"task {plan.task}: clip {r.get('key')} has a layout of {len(lay.tokens)} tokens but its "
+                f"len_{plan.task} column says {plan.length}; the token shard was written by another version of trainer.tasks"
+            )
+    prefix_len, text_start = layouts[0].prefix_len, layouts[0].text_start
+    if any(l.prefix_len != prefix_len or l.text_start != text_start for l in layouts):
+        raise ValueError(f"task {plan.task}, length {plan.length}: layouts disagree on prefix_len/text_start")
+    tokens = torch.from_numpy(np.stack([np.asarray(l.tokens, dtype=np.int64) for l in layouts]))
+    text_emb = text_mask = None
+    if text_start is not None:
+        dims = {int(r["text_dim"]) for r in rows}
+        if len(dims) != 1:
+            raise ValueError(f"task {plan.task}: rows of one batch have text_dim {sorted(dims)}")
+        dim = dims.pop()
+        emb = np.zeros((len(rows), ts.TEXT_SLOTS, dim), dtype=np.float32)
+        mask = np.zeros((len(rows), ts.TEXT_SLOTS), dtype=bool)
+        for i, r in enumerate(rows):
+            if r.get("text_emb") is not None and not plan.drop_text[i]:
+                emb[i] = r["text_emb"]
+                mask[i] = r["text_mask"]
+        text_emb, text_mask = torch.from_numpy(emb), torch.from_numpy(mask)
+    real = sum(len(l.tokens) for l in layouts)
+    return Batch(plan.task, group_name, tokens, int(prefix_len), text_start, text_emb, text_mask,
+                 plan.global_batch, real, int(plan.drop_text.sum()) if text_start is not None else 0)
+
+
+class AGDLoader:
+    """The trainer's data source: `next_batch(rank, world)` gives this rank's batch of the next step."""
+
+    def __init__(self, cfg: DataConfig, total_steps: int, index: ShardIndex | None = None):
+        self.cfg = cfg
+        self.index = index or ShardIndex.build(cfg.shards, cfg.tasks)
+        self.sampler = AGDSampler(self.index, cfg, total_steps)
+        self.store = RowStore(self.index.files, cfg.cache_row_groups)
+
+    @property
+    def step(self) -> int:
+        return self.sampler.step
+
+    def batch_for(self, plan: StepPlan) -> Batch:
+        rows = [self.store.get(*pos) for pos in plan.positions]
+        return collate(plan, rows, self.index.groups[plan.group].name)
+
+    def next_batch(self, rank: int = 0, world_size: int = 1) -> Batch:
+        plan = self.sampler.plan(self.sampler.step, rank, world_size)
+        batch = self.batch_for(plan)
+        self.sampler.advance(plan)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+    def text_dims(self) -> set[int]:
+        """text_dim values present in the shards (checked against the model's text_dim)."""
+        import pyarrow.parquet as pq
+
+        dims: set[int] = set()
+        for path in self.index.files:
+            dims.update(int(d) for d in pq.read_table(path, columns=["text_dim"]).column("text_dim").unique().to_pylist())
+        return dims
+
+
+def describe(cfg: DataConfig) -> str:
+    return ", ".join(f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg))
