@@ -261,11 +261,10 @@ def read_clip_shard(path: str | Path, name: str) -> list[ClipItem]:
                     it.fail("read", "BadMember", f"{name}:{info.name}: unreadable ({str(err).split(': ', 1)[-1]})")
             current = None
     except (tarfile.TarError, OSError, EOFError) as err:
-        reason = f"{name}: damaged tar ({err})"
         if current is not None:
-            item(current).fail("read", "DamagedShard", reason)
+            item(current).fail("read", "DamagedShard", f"{name}: clip {current}: damaged tar ({err})")
         elif not items:
-            item("").fail("read", "DamagedShard", reason)
+            item("").fail("read", "DamagedShard", f"{name}: damaged tar, no clip readable ({err})")
     out = []
     for key, it in items.items():
         got = members.get(key, {})
