@@ -302,3 +302,30 @@ def test_ray_pool_never_takes_every_cpu():
     assert ray_pool_size(gpu, total_cpus=16, total_gpus=2) == 2
     with pytest.raises(ConfigError, match="deadlock"):
         ray_pool_size(INGEST_RECIPES.get("default", ["ray.pool_size=2"]), total_cpus=2, total_gpus=0)
+
+
+def test_keys_are_unique_per_window_length_and_format(sample_media, tmp_path):
+    from videopoet.pipeline.ingest import clip_key, media_config_hash
+
+    long_video = "h264_25fps_160x120_12s.mp4"
+    listing = tmp_path / "one.jsonl"
+    listing.write_text(json.dumps({"path": str(sample_media / long_video), "caption": "c"}) + "\n")
+    cfg = INGEST_RECIPES.get("tiny", [*OVERRIDES, "media.flow=none", "engine=local", "media.clips_per_video=2",
+                                      "media.clip_frames=[17,41]", "media.formats=[square,portrait]",
+                                      f"input={listing}", f"output={tmp_path / 'out'}"])
+    run_ingest(cfg)
+    clips = list(iter_clips(tmp_path / "out"))
+    combos = {(c.meta["num_frames"], c.meta["format"], c.meta["window_index"]) for c in clips}
+    assert len(clips) == len(combos) == 8 and len({c.key for c in clips}) == 8
+    sha = clips[0].meta["source_sha256"]
+    mhash = media_config_hash(cfg.media)
+    for c in clips:
+        m = c.meta
+        assert c.key == clip_key(sha, m["window_index"], m["start_time_s"], m["num_frames"], m["format"], mhash)
+        assert c.rgb.shape == (m["num_frames"], *((224, 128) if m["format"] == "portrait" else (128, 128)), 3)
+        assert c.audio.shape == (m["num_frames"] * 2000,)
+    # settings that only decide failures leave keys alone; content settings change them
+    import dataclasses
+
+    assert media_config_hash(dataclasses.replace(cfg.media, decode_timeout_s=5.0)) == mhash
+    assert media_config_hash(dataclasses.replace(cfg.media, formats=("square",))) != mhash
