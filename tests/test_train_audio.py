@@ -114,3 +114,28 @@ def test_bad_arguments(shards, tmp_path):
     with pytest.raises(ConfigError, match="data.batch_size"):
         train_audio.run(parser.parse_args(["--data", str(shards), "data.batch_size=two"]))
     assert train_audio.run(parser.parse_args(["--data", str(tmp_path / "missing")])) == 2
+
+
+def test_audio_metrics_closed_forms():
+    from videopoet.eval.audio_metrics import codebook_usage, mel_distance, mel_filterbank, si_snr
+
+    torch.manual_seed(0)
+    ref = 0.1 * torch.randn(2, 1, 16_000)
+    assert torch.allclose(mel_distance(ref, ref), torch.zeros(2))
+    # halving the amplitude moves every log10 mel magnitude by log10(2)
+    assert torch.allclose(mel_distance(ref, 0.5 * ref), torch.full((2,), np.log10(2.0)), atol=1e-4)
+    # SI-SNR: noise orthogonal to the zero-mean reference at 1/10 of its energy -> 10 dB, at any scale
+    r = ref - ref.mean(-1, keepdim=True)
+    n = torch.randn_like(r)
+    n = n - n.mean(-1, keepdim=True)
+    n = n - (n * r).sum(-1, keepdim=True) / (r * r).sum(-1, keepdim=True) * r
+    n = n * torch.sqrt(0.1 * (r * r).sum(-1, keepdim=True) / (n * n).sum(-1, keepdim=True))
+    assert torch.allclose(si_snr(r, r + n), torch.full((2,), 10.0), atol=1e-3)
+    for gain in (3.0, -0.25):  # scale-invariant (the sign too: the projection absorbs it)
+        assert torch.allclose(si_snr(r, gain * (r + n)), torch.full((2,), 10.0), atol=1e-3)
+    assert torch.allclose(si_snr(r, torch.zeros_like(r)), torch.zeros(2))
+    fb = mel_filterbank(1024, 64, 16_000)
+    assert fb.shape == (513, 64) and (fb.sum(0) > 0).all() and float(fb.max()) <= 1.0
+    usage = codebook_usage(torch.arange(8).view(1, 1, 8).repeat(1, 2, 1) % torch.tensor([8, 2]).view(1, 2, 1), 8)
+    assert usage[0] == {"used_fraction": 1.0, "perplexity": pytest.approx(8.0)}
+    assert usage[1]["used_fraction"] == 0.25 and usage[1]["perplexity"] == pytest.approx(2.0)

@@ -9,7 +9,8 @@ Losses (SoundStream, arXiv 2107.03312; ../shared/reference/tokenizer.md §4):
   L_adv   hinge, averaged over discriminators: 3 MelGAN-style waveform discriminators (x1, x1/2,
           x1/4 average-pooled) and an STFT discriminator (W 1024, H 256, real+imag channels)
   L_feat  mean |D_k^l(x) - D_k^l(x_hat)| over every discriminator layer (real features detached)
-  Weights 1 / 1 / 100 (the paper's), not lucidrains' 1e-5 multi-spectral weight. The adversarial
+  Weights 1 / 1 / 100 (the paper's), not lucidrains' 1e-5 multi-spectral weight; plus an optional
+  time-domain L1 (`loss.wave_weight`, EnCodec's l_t; on in `tiny` only). The adversarial
   terms start after `loss.gan_start_step` (reconstruction-only warm-up).
 
 Outputs under --out:
@@ -30,6 +31,7 @@ Shard order is reshuffled every epoch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -61,6 +63,9 @@ class LossConfig:
     rec_weight: float = 1.0
     adv_weight: float = 1.0
     feat_weight: float = 100.0
+    # Time-domain L1 (EnCodec's l_t); 0 in the SoundStream recipe. The tiny recipe turns it on:
+    # with minutes of CPU training, mel + GAN alone do not align the waveform's phase (SI-SNR).
+    wave_weight: float = 0.0
     mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
     n_mels: int = 64
     gan_start_step: int = 2000
@@ -118,11 +123,14 @@ RECIPES: RecipeRegistry[AudioTrainConfig] = RecipeRegistry(AudioTrainConfig)
 
 @RECIPES.register
 def paper() -> AudioTrainConfig:
-    """SoundStream at 16 kHz (C = 32), 1 s crops, batch 16, GAN after 2k steps.
+    """SoundStream at 16 kHz (C = 32), 2 s crops, batch 32, GAN after 2k steps.
+
+    3,200 frames per step is 3.1 per code, above SoundStream's dead-code threshold of 2 (with
+    fewer, EMA counts stay below 2 and most codes are re-drawn every step).
 
     videopoet train-tokenizer audio --data CLIP_SHARDS --config paper
     """
-    return AudioTrainConfig(model=soundstream.paper())
+    return AudioTrainConfig(model=soundstream.paper(), data=DataConfig(segment_samples=32_000, batch_size=32))
 
 
 @RECIPES.register
@@ -131,10 +139,11 @@ def tiny() -> AudioTrainConfig:
 
     videopoet train-tokenizer audio --data CLIP_SHARDS --config tiny steps=200
     """
+    # 200 frames per step is 0.2 per code: the dead-code threshold scales down with it.
     return AudioTrainConfig(
-        model=soundstream.tiny(),
+        model=dataclasses.replace(soundstream.tiny(), dead_code_threshold=0.1),
         disc=DiscConfig(wave_channels=4, wave_max_channels=64, stft_channels=8),
-        loss=LossConfig(gan_start_step=300),
+        loss=LossConfig(gan_start_step=300, wave_weight=100.0),
         optim=OptimConfig(lr=1e-3, disc_lr=3e-4, betas=[0.8, 0.99], grad_clip=10.0),
         data=DataConfig(segment_samples=8000, batch_size=8, eval_clips=4),
         steps=600, log_every=10, eval_every=200, save_every=200,
@@ -443,6 +452,10 @@ class Trainer:
         rec = self.rec_loss(target, recon)
         loss = cfg.loss.rec_weight * rec + commit
         logs = {"loss/rec_mel": rec.item(), "loss/commit": commit.item()}
+        if cfg.loss.wave_weight:
+            wave_l1 = (target - recon).abs().mean()
+            loss = loss + cfg.loss.wave_weight * wave_l1
+            logs["loss/wave_l1"] = wave_l1.item()
         gan = self.step >= cfg.loss.gan_start_step
         if gan:
             self.disc.requires_grad_(False)
@@ -516,6 +529,11 @@ def train(cfg: AudioTrainConfig, data: str | Path, out: str | Path, *, stop_afte
         trainer.load_state_dict(state)
         if not quiet:
             print(f"resuming from {existing[-1]} (step {trainer.step})")
+    frames = cfg.data.batch_size * (cfg.data.segment_samples // cfg.model.hop)
+    if cfg.model.dead_code_threshold > frames / cfg.model.codebook_size:
+        print(f"warning: {frames} frames per step is {frames / cfg.model.codebook_size:.2f} per code, below "
+              f"model.dead_code_threshold={cfg.model.dead_code_threshold}: codes will be re-drawn every step; "
+              "raise data.batch_size or lower the threshold", file=sys.stderr)
     eval_waves, held_out = load_eval_waves(data, cfg.data)
     if not eval_waves:
         raise ValueError(f"--data {data}: no clip with audio")
