@@ -107,7 +107,7 @@ def test_distributed_codebook_entropy_and_gradient_equal_single_process():
     mp.spawn(_dist_worker, args=(2, _free_port(), x, weight, out), nprocs=2, join=True)
     for rank in range(2):
         h, g = out[rank]
-        assert h == pytest.approx(code_h.item(), rel=1e-5)
+        assert h == pytest.approx(code_h.detach().item(), rel=1e-5)
         assert torch.allclose(g, w.grad, rtol=1e-4, atol=1e-6), (g - w.grad).abs().max()
     # and the global entropy differs from what each rank alone would compute (the point of it)
     local = float(lfq_entropy_terms(x.chunk(2)[0] @ weight)[1])

@@ -93,6 +93,25 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (sum): the backward sums the upstream gradients of every rank.
+
+    Written here because torch.distributed.nn.functional.all_reduce is deprecated in torch 2.14.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        torch.distributed.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
 def codebook_marginal(logits: torch.Tensor, split: int = HALF_BITS) -> torch.Tensor:
     """Exact batch marginal over all 2^d codes, as a [2^split, 2^(d-split)] matrix Q[a, b].
 
@@ -109,9 +128,7 @@ def codebook_marginal(logits: torch.Tensor, split: int = HALF_BITS) -> torch.Ten
     joint = p_a.T @ p_b  # sum_n P_A[n, a] P_B[n, b]
     count = logits.new_tensor(float(n))
     if _distributed():
-        import torch.distributed.nn.functional as dist_fn
-
-        joint = dist_fn.all_reduce(joint)
+        joint = _AllReduceSum.apply(joint)
         count = count.clone()
         torch.distributed.all_reduce(count)
     return joint / count
@@ -127,11 +144,14 @@ def lfq_entropy_terms(z: torch.Tensor, tau: float = 0.01) -> tuple[torch.Tensor,
 
 
 def brute_force_entropy_terms(z: torch.Tensor, tau: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """The direct N x 2^d softmax formula (for tests and the memory bench only)."""
+    """The direct N x 2^d softmax, as Open-MAGVIT2 / MaskBit compute it (tests and the memory bench).
+
+    Logits 2 z.c / tau: -||z - c||^2 = 2 z.c - ||z||^2 - d, and the row constants cancel in the softmax.
+    """
     d = z.shape[-1]
     z = z if z.dtype == torch.float64 else z.float()
     codes = indices_to_bits(torch.arange(1 << d, device=z.device), d).to(z.dtype)  # [K, d]
-    logits = -((z.unsqueeze(1) - codes.unsqueeze(0)) ** 2).sum(-1) / tau  # [N, K]
+    logits = 2 * z @ codes.T / tau  # [N, K]
     log_q = torch.log_softmax(logits, dim=-1)
     q = log_q.exp()
     sample_entropy = -(q * log_q).sum(-1).mean()
