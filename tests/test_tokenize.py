@@ -309,3 +309,28 @@ def test_production_sizes_and_lengths(ckpts, tmp_path):
     codes = torch.as_tensor(rows["sq17"]["audio_tokens"], dtype=torch.long).view(1, 4, -1)
     wave = at.decode(codes, length=34_000)
     assert wave.shape == (1, 1, 34_000) and torch.isfinite(wave).all()
+
+
+def test_shards_from_the_real_ingest_job(sample_media, ckpts, tmp_path):
+    """Clip shards written by `videopoet ingest` (a video with audio, square + portrait, DIS flow
+    conditions, and a captioned image) tokenize with the production size checks on."""
+    from videopoet.pipeline.ingest import INGEST_RECIPES, run_ingest
+
+    truth = json.loads((sample_media / "truth.json").read_text())["files"]
+    names = ["h264_24fps_320x240_square.mp4", "image_320x240.jpg"]
+    listing = tmp_path / "inputs.jsonl"
+    listing.write_text("".join(json.dumps({"path": str(sample_media / n), "caption": truth[n]["caption"], "id": n}) + "\n"
+                               for n in names))
+    run_ingest(INGEST_RECIPES.get("tiny", [
+        f"input={listing}", f"output={tmp_path / 'clips'}", "engine=local", "media.clips_per_video=1",
+        "media.flow=dis", "media.depth=none", "media.formats=[square,portrait]", "progress=false", "track=false"]))
+    summary = run_tokenize(_cfg(ckpts, tmp_path / "clips" / mf.SHARDS_DIR, tmp_path / "out", "local", ["any_size=false"]))
+    assert summary["clips_failed"] == 0 and summary["clips_ok"] == 3, summary["failures_by_class"]
+    rows = {(r["video_format"], r["num_frames"]): r for r in iter_token_rows(tmp_path / "out" / mf.SHARDS_DIR)}
+    assert set(rows) == {("square", 17), ("portrait", 17), ("square", 1)}
+    assert rows[("square", 17)]["video_tokens"].size == 1280 and rows[("portrait", 17)]["video_tokens"].size == 2240
+    assert rows[("square", 1)]["video_tokens"].size == 256 and rows[("square", 1)]["len_t2i"] > 0
+    for fmt in ("square", "portrait"):
+        r = rows[(fmt, 17)]
+        assert r["audio_frames"] == 106 and r["style_tokens"] is not None and r["len_style"] > 0
+        assert r["caption"] == truth[names[0]]["caption"] and r["source_uri"].endswith(names[0])
