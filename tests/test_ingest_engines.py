@@ -18,7 +18,7 @@ from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.clip_shards import iter_clips, list_shards
 from videopoet.pipeline.ingest import INGEST_RECIPES, IngestConfig, run_ingest
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 GOOD = ["h264_24fps_320x240_square.mp4", "vp9_25fps_144x256_portrait.webm", "h264_vfr_320x240.mp4"]
 TOO_SHORT = "h264_30fps_1920x1080_short.mp4"
