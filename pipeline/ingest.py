@@ -261,14 +261,19 @@ def finish_batch(batch: Batch, decoded: list[DecodedInput], model: Any, out: str
     method = dict(getattr(model, "method", {}) or {})
     mhash = media_config_hash(cfg.media)
 
-    input_rows, clip_rows, shard_parts = [], [], []
+    input_rows, clip_rows = [], []
     current: list[tuple[str, bytes]] = []
+    parts_written = 0
     seen_keys: set[str] = set()
     result = BatchResult(batch=batch.index)
 
     def flush() -> None:
+        # A full part is written at once (atomically) so that a batch never holds more than one
+        # shard's bytes; nothing is visible as committed until the manifest part below.
+        nonlocal parts_written
         if current:
-            shard_parts.append(list(current))
+            result.shard_bytes += write_tar_atomic(out / mf.shard_name(batch.index, parts_written), current)
+            parts_written += 1
             current.clear()
 
     for d, cond_list in zip(decoded, conds):
@@ -313,7 +318,7 @@ def finish_batch(batch: Batch, decoded: list[DecodedInput], model: Any, out: str
             clip_rows.append({
                 "kind": "clip", "batch": batch.index, "input_id": s.id, "uri": s.uri,
                 "sha256": d.sha256, "source_fps": float(dc.source_fps), "key": key,
-                "shard": mf.shard_name(batch.index, len(shard_parts)), "window": int(dc.window_index),
+                "shard": mf.shard_name(batch.index, parts_written), "window": int(dc.window_index),
                 "num_frames": int(dc.num_frames), "format": dc.format, "start_time_s": float(dc.start_time_s),
                 "has_audio": has_audio, "has_cond": cond is not None, "notes": "; ".join(notes),
             })
@@ -324,8 +329,6 @@ def finish_batch(batch: Batch, decoded: list[DecodedInput], model: Any, out: str
         result.clips += n_written
         result.seconds += float(d.seconds)
     flush()
-    for part, members in enumerate(shard_parts):
-        result.shard_bytes += write_tar_atomic(out / mf.shard_name(batch.index, part), members)
     result.decode_seconds = sum(d.decode_seconds for d in decoded)
     result.finish_seconds = time.perf_counter() - t0
     mf.write_json_atomic(mf.timings_path(out, batch.index), {
