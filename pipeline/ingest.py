@@ -569,7 +569,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--depth", choices=["midas", "none"], help="depth for the condition video")
     p.add_argument("--beam-options", help='extra Beam pipeline options, e.g. "--runner=DataflowRunner --project=p"')
     p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of starting one")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray / local Beam workers")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray; worker processes of a local Beam runner")
     p.add_argument("--use-gpu", action="store_true", help="run the condition models on GPU actors (Ray)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
@@ -595,6 +595,8 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
     if args.num_cpus is not None:
         add("ray.num_cpus", args.num_cpus)
         add("beam.num_workers", args.num_cpus)
+        if args.num_cpus > 1:  # the local Beam runners only use several cores in processes
+            add("beam.running_mode", "multi_processing")
     if args.use_gpu:
         add("ray.use_gpu", True)
     if args.no_progress:

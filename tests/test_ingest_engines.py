@@ -207,6 +207,13 @@ def test_config_overrides_and_cli_help():
 
     with pytest.raises(ConfigError, match="engine"):
         INGEST_RECIPES.get("default", ["engine=spark"])
+    from videopoet.pipeline.engines import beam_pipeline_options
+
+    local = beam_pipeline_options(INGEST_RECIPES.get("default")).get_all_options()
+    assert local["runner"] == "FnApiRunner" and local["direct_num_workers"] == 1
+    remote = beam_pipeline_options(INGEST_RECIPES.get("default", [
+        'beam.options="--runner=DataflowRunner --project=p --region=r"'])).get_all_options()
+    assert (remote["runner"], remote["project"], remote["region"]) == ("DataflowRunner", "p", "r")
     out = subprocess.run([sys.executable, "-m", "videopoet.pipeline.ingest", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--beam-options" in out.stdout and "--ray-address" in out.stdout
     from videopoet.cli import COMMAND_MODULES
