@@ -487,6 +487,9 @@ def train_loop(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(task=last["task"], loss=f"{last['loss']:.3f}")
+        elif trainer.rank == 0 and trainer.step % cfg.log_every == 0:  # plain log lines for non-TTY jobs
+            print(f"step {trainer.step}/{total} {last['group']} loss {last['loss']:.4f} "
+                  f"{last['tokens_per_s']:.0f} tokens/s", flush=True)
         if trainer.step % cfg.checkpoint.every_steps == 0 and trainer.step < total:
             where = save(trainer, last)
             last_saved = trainer.step
