@@ -82,6 +82,8 @@ class MediaConfig:
     raft_updates: int = 12  # RAFT refinement iterations (torchvision's default)
     condition_batch: int = 16  # frame pairs / frames per RAFT or MiDaS forward
     decode_threads: int = 0  # PyAV codec threads (0 = FFmpeg's choice)
+    seek: Literal["auto", "always", "never"] = "auto"  # PyAV: seek to each window instead of decoding
+    # everything; "auto" = when the video is >= 30 s and the kept windows cover <= 1/3 of it
 
     def validate(self) -> None:
         if self.fps != CLIP_FPS:
@@ -265,6 +267,8 @@ class _VideoResult:
     picks: dict[Fraction, int]  # output offset -> source frame index
     images: dict[tuple[int, str], np.ndarray]  # (source index, format) -> uint8 [H, W, 3]
     notes: list[str]
+    sparse: bool = False  # seek mode: `times` holds only the frames decoded, not all of them
+    segments: list[tuple[Fraction, Fraction]] = field(default_factory=list)  # seek mode: decoded time ranges
 
 
 @dataclass
@@ -293,9 +297,8 @@ def downmix_weights(channels: list[str]) -> np.ndarray:
 
 
 class _AudioCollector:
-    def __init__(self, stream):
-        import av
-
+    def __init__(self, stream, origin: Fraction | None = None):
+        self.origin = origin  # seek mode: align the first sample to this timeline's resampler phase
         self.stream = stream
         self.tb = Fraction(stream.time_base) if stream.time_base else None
         self.resampler = None  # made at the first frame, for that frame's channel layout
@@ -330,6 +333,10 @@ class _AudioCollector:
         for frame in frames:
             t = _frac_time(frame.pts, self.tb)
             if self.start is None:
+                if self.origin is not None and t is not None:
+                    frame, t = self._align(frame, t)
+                    if frame is None:
+                        continue
                 self.start = t if t is not None else Fraction(0)
                 self.rate = frame.sample_rate
             elif t is not None and frame.sample_rate == self.rate:
@@ -346,6 +353,28 @@ class _AudioCollector:
                 self._resample(frame)
             except (av.error.FFmpegError, ValueError):
                 self.bad_packets += 1
+
+    def _align(self, frame, t: Fraction):
+        """Drop leading samples so the first one sits where a decode from the stream start would
+        put an input sample of the same resampler phase (48 kHz -> 16 kHz: every 3rd sample):
+        seek-mode audio then equals full-decode audio instead of being shifted by a fraction of a
+        sample."""
+        import av
+
+        rate = frame.sample_rate
+        period = rate // math.gcd(rate, AUDIO_RATE)
+        offset = round((t - self.origin) * rate)
+        k = (-offset) % period
+        if k == 0:
+            return frame, t
+        if k >= frame.samples:
+            return None, t
+        arr = frame.to_ndarray()
+        ch = len(frame.layout.channels)
+        arr = arr[:, k:] if frame.format.is_planar else arr[:, k * ch:]
+        new = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=frame.format.name, layout=frame.layout.name)
+        new.sample_rate = rate
+        return new, t + Fraction(k, rate)
 
     def _silence(self, like, n: int) -> None:
         import av
@@ -407,6 +436,11 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
         vstream.thread_type = "AUTO"
         if cfg.decode_threads:
             vstream.codec_context.thread_count = cfg.decode_threads
+        if _use_seek(cfg, planned, info):
+            video = _decode_pyav_sparse(container, vstream, path, cfg, planned, info)
+            if video is not None:
+                return video, (_decode_audio_ranges(path, video.segments) if want_audio else None), info
+            container.seek(0)  # the sparse pass could not verify the file: decode it all
         astream = container.streams.audio[0] if (want_audio and container.streams.audio) else None
         audio = _AudioCollector(astream) if astream is not None else None
         picker = _Picker(cfg, planned)
@@ -471,6 +505,117 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
             notes.append(f"dropped {dropped} video frame(s) with non-increasing timestamps")
         video = _VideoResult(times, end, picks, images, notes)
         return video, (audio.finish(path) if audio is not None else None), info
+
+
+SEEK_MIN_DURATION_S = 30
+SEEK_MARGINS_S = (Fraction(1, 2), Fraction(2), Fraction(8))
+
+
+def _use_seek(cfg: MediaConfig, planned, info: dict) -> bool:
+    if cfg.seek == "never" or planned is None or info["claimed_duration"] is None:
+        return False
+    if cfg.seek == "always":
+        return True
+    claimed = info["claimed_duration"]
+    kept = sum(len(ws) * Fraction(t, CLIP_FPS) for t, ws in planned.items())
+    return claimed >= SEEK_MIN_DURATION_S and kept <= claimed / 3
+
+
+def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned, info: dict) -> _VideoResult | None:
+    """Seek to each run of kept windows (a keyframe at least 0.5 s before it), decode only through
+    its last picked frame, and probe the stream end by seeking near the claimed end. Same pick rule
+    and same pixels as the sequential pass; source frame indices are round((t - t_0) * average
+    fps), exact for constant frame rate. Returns None when the file cannot be handled this way
+    (the caller then decodes everything)."""
+    import av
+
+    tb = Fraction(vstream.time_base) if vstream.time_base else None
+    rate = Fraction(vstream.average_rate) if vstream.average_rate else None
+    if tb is None or rate is None:
+        return None
+    dt = 1 / rate
+    try:
+        first = next(container.decode(vstream))
+    except (StopIteration, av.error.FFmpegError):
+        return None
+    t0 = _frac_time(first.pts, tb)
+    if t0 is None:
+        return None
+    picker = _Picker(cfg, planned)
+    taus = sorted({o for frames, ws in planned.items() for w in ws
+                   for o in (w * picker.strides[frames] + Fraction(i, CLIP_FPS) for i in range(frames))})
+    segments: list[list[Fraction]] = []
+    for tau in taus:  # runs of needed times less than 2 s apart share one seek
+        if segments and tau - segments[-1][-1] < 2:
+            segments[-1].append(tau)
+        else:
+            segments.append([tau])
+    picks: dict[Fraction, int] = {}
+    images: dict[tuple[int, str], np.ndarray] = {}
+    decoded = 0
+
+    def index(t: Fraction) -> int:
+        return int(round((t - t0) * rate))
+
+    def settle(frame, a: Fraction, b: Fraction, need: list[Fraction]) -> None:
+        hit = [tau for tau in need if a - t0 <= tau < b - t0]
+        if not hit:
+            return
+        img = _frame_rgb_pyav(frame)
+        j = index(a)
+        for fmt in cfg.formats:
+            images[(j, fmt)] = resize_crop(img, *FORMATS[fmt])
+        for tau in hit:
+            picks[tau] = j
+
+    def run(need: list[Fraction], margin: Fraction) -> bool:
+        """Decode one segment; False when the seek landed after its first needed time."""
+        nonlocal decoded
+        target = t0 + need[0] - margin
+        container.seek(max(0, math.floor(target / tb)), stream=vstream, backward=True)
+        prev = None
+        for frame in container.decode(vstream):
+            decoded += 1
+            t = _frac_time(frame.pts, tb)
+            if t is None:
+                return False
+            if prev is None:
+                if t > t0 + need[0]:
+                    return False
+            elif t > prev[1]:
+                settle(prev[0], prev[1], t, need)
+                if t > t0 + need[-1]:
+                    return True
+            prev = (frame, t)
+        if prev is not None:  # the stream ended inside the segment
+            d = prev[0].duration * tb if prev[0].duration else dt
+            settle(prev[0], prev[1], prev[1] + d, need)
+        return True
+
+    try:
+        for need in segments:
+            for margin in SEEK_MARGINS_S + (need[0] + 1,):
+                if run(need, margin):
+                    break
+            else:
+                return None
+        # where does the stream really end? decode the last few seconds
+        claimed = info["claimed_duration"]
+        container.seek(max(0, math.floor((t0 + claimed - 3) / tb)), stream=vstream, backward=True)
+        last = None
+        for frame in container.decode(vstream):
+            decoded += 1
+            t = _frac_time(frame.pts, tb)
+            if t is not None and (last is None or t > last[1]):
+                last = (frame, t)
+    except av.error.FFmpegError:
+        return None
+    if last is None or last[1] < t0 + claimed - 3 - 1:
+        return None  # nothing decodes near the claimed end: let the full pass find out why
+    end = last[1] + (last[0].duration * tb if last[0].duration else dt)
+    note = f"seek mode: decoded {decoded} of ~{int(claimed * rate)} frames"
+    ranges = [(t0 + need[0], t0 + need[-1] + Fraction(1, CLIP_FPS)) for need in segments]
+    return _VideoResult([t0], end, picks, images, [note], sparse=True, segments=ranges)
 
 
 def _probe(container, path: str, cfg: MediaConfig) -> dict:
@@ -569,11 +714,56 @@ def _decode_audio_only(path: str) -> _AudioResult | None:
         return col.finish(path)
 
 
+AUDIO_SEEK_MARGIN_S = Fraction(1, 2)  # decoded before a range: covers AAC/Opus warm-up after a seek
+
+
+def _decode_audio_ranges(path: str, ranges: list[tuple[Fraction, Fraction]]) -> list[_AudioResult] | None:
+    """Seek mode's audio: decode only around each [a, b) time range (absolute seconds), one
+    collector (own timeline, own resampler) per range."""
+    import av
+
+    out: list[_AudioResult] = []
+    with av.open(path, metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            return None
+        astream = container.streams.audio[0]
+        tb = Fraction(astream.time_base) if astream.time_base else None
+        if tb is None:
+            return None
+        origin = astream.start_time * tb if astream.start_time is not None else Fraction(0)
+        for a, b in ranges:
+            col = _AudioCollector(astream, origin)
+            try:
+                if a - AUDIO_SEEK_MARGIN_S > origin or out:
+                    container.seek(max(0, math.floor((a - AUDIO_SEEK_MARGIN_S) / tb)), stream=astream, backward=True)
+                # else: the first range starts at the top of the freshly opened file: no seek, so the
+                # encoder-delay trimming the demuxer does at the stream start applies as usual
+                for packet in container.demux(astream):
+                    if packet.pts is not None and packet.pts * tb > b + AUDIO_SEEK_MARGIN_S:
+                        break
+                    if packet.dts is not None or packet.size:
+                        col.packet(packet)
+            except av.error.FFmpegError:
+                col.bad_packets += 1
+            res = col.finish(path)
+            if res is not None:
+                out.append(res)
+    return out
+
+
+def _segment_for(audio: _AudioResult | list[_AudioResult], t_start: Fraction) -> _AudioResult:
+    if not isinstance(audio, list):
+        return audio
+    before = [x for x in audio if x.start <= t_start]
+    return max(before, key=lambda x: x.start) if before else audio[0]
+
+
 def _to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def _cut_audio(audio: _AudioResult, t_start: Fraction, n: int) -> tuple[np.ndarray, list[str]]:
+def _cut_audio(audio: _AudioResult | list[_AudioResult], t_start: Fraction, n: int) -> tuple[np.ndarray, list[str]]:
+    audio = _segment_for(audio, t_start)
     first = round((t_start - audio.start) * AUDIO_RATE)
     out = np.zeros(n, np.float32)
     a, b = max(first, 0), min(first + n, len(audio.samples))
@@ -655,18 +845,19 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
         if cfg.strict_duration:
             raise MediaError("decode", "DurationMismatch", msg)
         notes.append(msg.split(": ", 1)[1])
-    elif info["claimed_frames"] and len(video.times) < 0.9 * info["claimed_frames"] - 2:
+    elif not video.sparse and info["claimed_frames"] and len(video.times) < 0.9 * info["claimed_frames"] - 2:
         msg = f"{path}: the header claims {info['claimed_frames']} frames but only {len(video.times)} decode"
         if cfg.strict_duration:
             raise MediaError("decode", "FrameCountMismatch", msg)
         notes.append(msg.split(": ", 1)[1])
     if audio is not None:
-        notes.extend(audio.notes)
+        for part in (audio if isinstance(audio, list) else [audio]):
+            notes.extend(n for n in part.notes if n not in notes)
     if cfg.audio and info["has_audio_stream"] and audio is None:
         notes.append("audio stream present but not decodable: clip has no audio")
 
     fps_src = (len(video.times) / float(span)) if span > 0 else (info["average_fps"] or 0.0)
-    if info["average_fps"] and len(video.times) > 1:
+    if info["average_fps"] and (len(video.times) > 1 or video.sparse):
         fps_src = info["average_fps"]
     clips: list[DecodedClip] = []
     longest = max(cfg.clip_frames)
@@ -683,6 +874,9 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
         for w in chosen:
             o = w * stride
             taus = [o + Fraction(i, CLIP_FPS) for i in range(frames)]
+            if any(tau not in video.picks for tau in taus):  # defensive: never a KeyError for bad input
+                notes.append(f"{frames}-frame window {w} dropped: a frame time did not decode")
+                continue
             idx = [video.picks[tau] for tau in taus]
             clip_audio, audio_notes = (None, [])
             if audio is not None:
