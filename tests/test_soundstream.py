@@ -27,7 +27,9 @@ def test_framing_34000_and_82000(tok):
 
 
 def test_paper_recipe_same_framing():
-    cfg = AudioTokenizer.from_recipe("paper").cfg
+    from videopoet.tokenizers.soundstream import RECIPES
+
+    cfg = RECIPES.get("paper")
     assert cfg.hop == 320 and cfg.num_quantizers == 4 and cfg.codebook_size == 1024 and cfg.ema_decay == 0.99
 
 

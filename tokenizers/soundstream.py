@@ -229,14 +229,21 @@ class AudioTokenizer(nn.Module):
         """k-means-initialise the codebooks on seeded noise so an untrained model's encode() is a pure
         function (the library would otherwise initialise them from the first batch it encodes).
         Training re-runs k-means on its first real batch (reset_codebooks())."""
+        from loguru import logger
+
         gen = torch.Generator().manual_seed(self.cfg.seed)
-        # Enough frames (2 x 520) for k-means to see more vectors than there are codes.
-        wave = 0.1 * torch.randn(2, 1, 520 * self.cfg.hop, generator=gen)
+        # 256 frames keep construction cheap; k-means then repeats vectors to fill 1,024 codes
+        # (the library warns about that; an untrained model's codebook quality does not matter).
+        wave = 0.1 * torch.randn(2, 1, 128 * self.cfg.hop, generator=gen)
         latents = self.encoder(wave).transpose(1, 2)
         dropout, self.rvq.quantize_dropout = self.rvq.quantize_dropout, False
         self.rvq.train()
-        self.rvq(latents)
-        self.rvq.quantize_dropout = dropout
+        logger.disable("vector_quantize_pytorch")
+        try:
+            self.rvq(latents)
+        finally:
+            logger.enable("vector_quantize_pytorch")
+            self.rvq.quantize_dropout = dropout
 
     def reset_codebooks(self) -> None:
         """Mark every codebook uninitialised: the next training forward runs k-means on its batch."""
