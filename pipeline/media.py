@@ -960,7 +960,19 @@ class DecodeWorker:
         ctx = mp.get_context("spawn")  # fork is unsafe in threaded hosts (Ray, Beam)
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="videopoet-decode")
-        self._proc.start()
+        me = mp.current_process()
+        was_daemon = me._config.get("daemon")
+        try:
+            # inside a daemonic host process (a multiprocessing.Pool worker, some runners'
+            # workers) multiprocessing refuses children; our child is killed with us anyway
+            # (daemon=True + kill on timeout), so lift the flag just for the start
+            me._config["daemon"] = False
+            self._proc.start()
+        finally:
+            if was_daemon is not None:
+                me._config["daemon"] = was_daemon
+            else:
+                me._config.pop("daemon", None)
         child.close()
         self._conn = parent
         if not parent.poll(WORKER_START_TIMEOUT_S) or parent.recv() != "ready":

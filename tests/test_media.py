@@ -266,3 +266,26 @@ def test_seek_mode_gives_the_same_clips_as_decoding_everything(sample_media):
     with pytest.raises(MediaError) as err:  # the end probe still catches a lying header
         probe_and_decode(str(sample_media / "fault_duration_lie.mp4"), MediaConfig(seek="always"))
     assert err.value.error_class == "DurationMismatch"
+
+
+def _decode_in_daemon(path: str, q) -> None:
+    from videopoet.pipeline.media import MediaConfig, decode_with_timeout
+
+    try:
+        clips = decode_with_timeout(path, MediaConfig(decode_timeout_s=60))
+        q.put(("ok", len(clips), clips[0].rgb.shape))
+    except Exception as err:  # reported to the parent
+        q.put(("error", type(err).__name__, str(err)))
+
+
+def test_time_limit_works_inside_a_daemonic_worker(sample_media):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_decode_in_daemon, args=(str(sample_media / "h264_24fps_320x240_square.mp4"), q),
+                       daemon=True)
+    proc.start()
+    result = q.get(timeout=120)
+    proc.join(30)
+    assert result == ("ok", 1, (17, 128, 128, 3)), result
