@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", choices=["tiny", "paper"], default="tiny", help="tokenizer recipe (random weights)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     ap.add_argument("--engines", default="local,beam,ray", help="comma-separated: local, beam, ray")
-    ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--clips-per-shard", type=int, default=2)
     ap.add_argument("--frames", type=int, default=17, choices=[17, 41])
     ap.add_argument("--size", default="128x128", help="height x width: 128x128 or 224x128")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from videopoet.pipeline.tokenize import TOKENIZE_RECIPES, load_models, run_tokenize
+    from videopoet.pipeline.tokenize import TOKENIZE_RECIPES, load_models, model_identity, run_tokenize
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench tokenize: --device cuda but no GPU here", file=sys.stderr)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 "progress=false", "track=false", "plots=false", *extra])
 
         t0 = time.perf_counter()
-        load_models(cfg_for("local", work / "unused"))
+        load_models(cfg_for("local", work / "unused"), model_identity(cfg_for("local", work / "unused")))
         load_s = time.perf_counter() - t0
         stages = stage_times(cfg_for("local", work / "unused"), inputs)
         engines = {}
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             "bench": "tokenize", "host": platform.node(), "python": platform.python_version(),
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            # other work on a shared machine slows every figure; this says how busy it was
+            "load_average_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "recipe": args.recipe, "device": args.device, "frames": args.frames, "size": args.size,
             "clips": args.clips, "clips_per_shard": args.clips_per_shard, "encode_batch": args.encode_batch,

@@ -70,6 +70,7 @@ BAD = {
     "s2_garbage": ("read", "BadMember"),
     "s2_pickle": ("read", "BadMember"),
     "s2_norgb": ("read", "MissingMember"),
+    "s2_dup": ("read", "DuplicateMember"),
     "s3_cut": ("read", "DamagedShard"),
 }
 
@@ -93,6 +94,8 @@ def clips_dir(tmp_path_factory):
     members = [("s2_garbage.rgb.npy", b"not an npy file"), ("s2_garbage.json", b"{}"),
                ("s2_pickle.rgb.npy", _npy(np.array([{"a": 1}], dtype=object))), ("s2_pickle.json", b"{}"),
                ("s2_norgb.json", b'{"caption": "z"}')]
+    dup = _npy(rng.integers(0, 256, (17, 32, 32, 3), dtype=np.uint8))
+    members += [("s2_dup.rgb.npy", dup), ("s2_dup.json", b"{}"), ("s2_dup.rgb.npy", dup)]
     members += clip_members(_clip(rng, "s2_ok", 41, 32, 32))
     write_tar_atomic(root / "shard-2.tar", members)
     path = root / "shard-3.tar"
@@ -135,7 +138,7 @@ def test_every_clip_has_a_row_with_the_right_status(reference):
         assert (r["status"], r["stage"], r["error_class"]) == ("failed", stage, cls), r
         assert key in r["message"] and r["input_shard"] in r["message"]
     assert summary["clips_ok"] == len(ok) and summary["clips_failed"] == len(BAD)
-    assert summary["failures_by_class"]["BadMember"] == 2
+    assert summary["failures_by_class"]["BadMember"] == 2 and summary["duplicate_keys"] == 0
     # token rows hold exactly the ok clips, each in the shard its manifest row names
     tokens = {r["key"]: r for r in iter_token_rows(out / mf.SHARDS_DIR)}
     assert set(tokens) == ok
@@ -253,7 +256,9 @@ def _kill_after_first_commit(ckpts, inp, out, engine) -> int:
     return len(mf.committed_batches(out))
 
 
-@pytest.mark.parametrize("engine", ["beam", "ray"])
+# Beam only: the resume logic (plan, skip committed units, clean the others) is the driver's and the
+# same for every engine, and Ray's bytes are checked against local above; one subprocess is enough.
+@pytest.mark.parametrize("engine", ["beam"])
 def test_kill_and_rerun_equals_uninterrupted(engine, reference, ckpts, clips_dir, tmp_path, request):
     committed = _kill_after_first_commit(ckpts, clips_dir, tmp_path, engine)
     total = reference[1]["units"]
