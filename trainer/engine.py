@@ -182,6 +182,11 @@ class Trainer:
 
             with deepspeed.zero.Init(config_dict_or_path=ds_config):
                 model = VideoPoetLM(model_cfg)
+            # Under zero.Init the model's own reset_parameters ran on already-partitioned (empty)
+            # tensors: gather everything once, re-initialise on rank 0, and let DeepSpeed scatter it.
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
+                if rank == 0:
+                    model.reset_parameters()
         else:
             model = VideoPoetLM(model_cfg)
         self.module = LossForward(model)

@@ -72,6 +72,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_train(token_dir: str, out_dir: str, steps: int = 200, workers: int = 2) -> dict:
+    """The demo's train stage: the tiny LM under Ray Train, `workers` CPU workers, ZeRO-3.
+
+    Short tasks only (text-to-image and text-to-video) and a 1,024-token budget keep a CPU step to
+    a few seconds. Returns the run summary (checkpoint, export dir for sampling, MLflow run id).
+    """
+    from videopoet.trainer import engine
+    from videopoet.trainer.config import TRAIN_RECIPES
+
+    cfg = TRAIN_RECIPES.get("tiny", [
+        f"data.shards=[{token_dir}]", "data.tasks=[t2i,t2v]", "data.tokens_per_step=1024",
+        f"schedule.max_steps={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",
+        f"checkpoint.dir={out_dir}", "checkpoint.name=demo-lm", f"checkpoint.every_steps={max(1, steps // 2)}",
+        f"engine.num_workers={workers}",
+    ])
+    return engine.run_ray(cfg, progress=True)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="pretrain the prefix LM (AGD, DeepSpeed ZeRO-3, Ray Train, MLflow)",
