@@ -130,6 +130,8 @@ class VideoSpec:
     caption: str = ""
     vfr_durations: tuple[Fraction, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    rotation: int = 0  # display rotation (CCW degrees, a multiple of 90): frames are stored turned
+    # the other way, as phones store portrait video; width/height are the displayed size
 
 
 def _vfr_durations(n: int) -> tuple[Fraction, ...]:
@@ -294,7 +296,11 @@ def _open_out(path: Path, container_options: dict | None = None):
 def _add_video_stream(out, spec: VideoSpec):
     rate = spec.fps if spec.fps is not None else Fraction(60)
     stream = out.add_stream(spec.video_codec, rate=rate)
-    stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
+    turned = spec.rotation % 180 == 90
+    stream.width, stream.height = (spec.height, spec.width) if turned else (spec.width, spec.height)
+    stream.pix_fmt = "yuv420p"
+    if spec.rotation % 360:
+        stream.set_display_rotation(spec.rotation)
     if spec.video_codec == "libx264":
         # threads=1: x264's frame threading makes the bitstream depend on scheduling
         stream.options = {"preset": "superfast", "crf": "18", "threads": "1", "g": "30",
@@ -357,7 +363,10 @@ def _write_video(path: Path, spec: VideoSpec, seed: int, container_options: dict
     vs = _add_video_stream(out, spec)
     as_ = _add_audio_stream(out, spec.audio, spec.audio_rate, spec.audio_layout) if spec.audio else None
     for i, t in enumerate(times):
-        frame = av.VideoFrame.from_ndarray(painter.frame(i), format="rgb24")
+        img = painter.frame(i)
+        if spec.rotation % 360:  # store it turned clockwise; the player turns it back
+            img = np.ascontiguousarray(np.rot90(img, k=-(spec.rotation // 90)))
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         if spec.fps is None:
             frame.pts = int(t * 600)
             frame.time_base = Fraction(1, 600)

@@ -289,3 +289,18 @@ def test_time_limit_works_inside_a_daemonic_worker(sample_media):
     result = q.get(timeout=120)
     proc.join(30)
     assert result == ("ok", 1, (17, 128, 128, 3)), result
+
+
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_display_rotation_is_applied(tmp_path, rotation):
+    from videopoet.samples import SEED, VideoSpec, _write_video
+
+    # a portrait 180x320 picture stored as 320x180 with a display matrix, as phones write it
+    spec = VideoSpec("rot.mp4", 180, 320, Fraction(25), 60, "square", 1, audio=None, rotation=rotation)
+    path = tmp_path / f"rot{rotation}.mp4"
+    _write_video(path, spec, SEED)
+    with av.open(str(path)) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (320, 180)
+    (clip,) = probe_and_decode(str(path), MediaConfig(formats=("portrait",), audio=False))
+    side = counter_side_in_output(180, 320, 128, 224)  # the displayed (portrait) geometry
+    assert [decode_counter(f, side) for f in clip.rgb] == clip.source_frame_indices
