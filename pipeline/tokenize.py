@@ -567,17 +567,19 @@ def stats_path(out: Path, index: int) -> Path:
 
 
 def _stats_table(rows: list[dict[str, Any]], video_bits: int):
-    """Sparse code counts of one unit: (level, code, count); level 'video' or 'audio0'..'audio3'."""
+    """One unit's sparse counts as (level, code, count) rows: code counts for `video` and
+    `audio0`..`audio3`, and samples per sequence length for `len_<task>` (code = the length).
+    The summary sums these parts, so it never rereads the token shards."""
     import pyarrow as pa
 
-    from videopoet.pipeline.token_shards import AUDIO_CODES_PER_LEVEL, AUDIO_LEVELS
+    from videopoet.pipeline.token_shards import AUDIO_CODES_PER_LEVEL, AUDIO_LEVELS, default_task_names, len_column
 
     levels, codes, counts = [], [], []
 
-    def add(level: str, values: list[np.ndarray], size: int) -> None:
+    def add(level: str, values: list[np.ndarray], size: int | None = None) -> None:
         if not values:
             return
-        c = np.bincount(np.concatenate(values), minlength=size)
+        c = np.bincount(np.concatenate(values), minlength=size or 0)
         nz = np.flatnonzero(c)
         levels.extend([level] * nz.size)
         codes.append(nz.astype(np.int32))
@@ -587,6 +589,9 @@ def _stats_table(rows: list[dict[str, Any]], video_bits: int):
     audio = [r["audio_tokens"].reshape(AUDIO_LEVELS, -1) for r in rows if r["audio_tokens"] is not None]
     for level in range(AUDIO_LEVELS):
         add(f"audio{level}", [a[level] for a in audio], AUDIO_CODES_PER_LEVEL)
+    for task in default_task_names():
+        lengths = [r[len_column(task)] for r in rows if r[len_column(task)] > 0]
+        add(len_column(task), [np.asarray(lengths, dtype=np.int64)] if lengths else [])
     return pa.table({
         "level": pa.array(levels, pa.string()),
         "code": pa.array(np.concatenate(codes) if codes else np.zeros(0, np.int32), pa.int32()),
@@ -776,23 +781,29 @@ def merge_manifest(out: Path, num_units: int) -> Path:
     return path
 
 
-def codebook_usage(out: Path, num_units: int, video_bits: int) -> dict[str, np.ndarray]:
-    """Code counts per level over the whole output (summed unit stats)."""
+def read_stats(out: Path, num_units: int, video_bits: int) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
+    """Summed unit stats: code counts per level, and {task: {sequence length: samples}}."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from videopoet.pipeline.token_shards import AUDIO_CODES_PER_LEVEL, AUDIO_LEVELS
+    from videopoet.pipeline.token_shards import AUDIO_CODES_PER_LEVEL, AUDIO_LEVELS, default_task_names, len_column
 
     sizes = {"video": 2 ** video_bits, **{f"audio{i}": AUDIO_CODES_PER_LEVEL for i in range(AUDIO_LEVELS)}}
-    counts = {k: np.zeros(n, np.int64) for k, n in sizes.items()}
+    usage = {k: np.zeros(n, np.int64) for k, n in sizes.items()}
+    groups: dict[str, dict[int, int]] = {t: {} for t in default_task_names()}
+    by_level = {len_column(t): t for t in groups}
     for i in range(num_units):
-        t = pq.read_table(stats_path(out, i))
-        levels = np.asarray(t.column("level").to_pylist(), dtype=object)
-        code, count = t.column("code").to_numpy(), t.column("count").to_numpy()
-        for k in counts:
-            sel = levels == k
-            if sel.any():
-                np.add.at(counts[k], code[sel], count[sel])
-    return counts
+        table = pq.read_table(stats_path(out, i))
+        for level in pc.unique(table["level"]).to_pylist():
+            part = table.filter(pc.equal(table["level"], level))
+            code, count = part["code"].to_numpy(), part["count"].to_numpy()
+            if level in usage:
+                np.add.at(usage[level], code, count)
+            elif level in by_level:
+                g = groups[by_level[level]]
+                for length, n in zip(code.tolist(), count.tolist()):
+                    g[length] = g.get(length, 0) + n
+    return usage, {t: {str(k): v for k, v in sorted(g.items())} for t, g in groups.items()}
 
 
 def _usage_figures(c: np.ndarray) -> dict[str, Any]:
@@ -800,25 +811,6 @@ def _usage_figures(c: np.ndarray) -> dict[str, Any]:
     p = c[c > 0] / max(total, 1)
     return {"codes": int(c.size), "tokens": total, "used": int((c > 0).sum()),
             "used_fraction": float((c > 0).mean()), "perplexity": float(np.exp(-(p * np.log(p)).sum())) if total else 0.0}
-
-
-def task_length_groups(out: Path) -> dict[str, dict[str, int]]:
-    """{task: {sequence length: samples}} from the token shards' len_ columns alone."""
-    import pyarrow.parquet as pq
-
-    from videopoet.pipeline.token_shards import default_task_names, len_column, list_token_shards
-
-    groups: dict[str, dict[int, int]] = {t: {} for t in default_task_names()}
-    shard_dir = out / mf.SHARDS_DIR
-    if not shard_dir.is_dir():
-        return {t: {} for t in groups}
-    for path in list_token_shards(shard_dir):
-        table = pq.read_table(path, columns=[len_column(t) for t in groups])
-        for task in groups:
-            for length in table.column(len_column(task)).to_numpy():
-                if length > 0:
-                    groups[task][int(length)] = groups[task].get(int(length), 0) + 1
-    return {t: {str(k): v for k, v in sorted(g.items())} for t, g in groups.items()}
 
 
 def write_plots(out: Path, usage: dict[str, np.ndarray], groups: dict[str, dict[str, int]]) -> list[Path]:
@@ -873,8 +865,7 @@ def summarize(out: Path, cfg: TokenizeConfig, num_units: int, video_bits: int, w
         if s == "failed":
             reasons[cls] = reasons.get(cls, 0) + 1
     ok_keys = [k for k, st in zip(table.column("key").to_pylist(), status) if st == "ok"]
-    groups = task_length_groups(out)
-    usage = codebook_usage(out, num_units, video_bits)
+    usage, groups = read_stats(out, num_units, video_bits)
     fresh = [r for r in results if not r.skipped]
     new_clips = sum(r.clips_ok + r.clips_failed for r in fresh)
     summary = {
