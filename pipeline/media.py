@@ -834,7 +834,14 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
     planned = _plan(cfg, info["claimed_duration"])
     want_audio = cfg.audio and info["has_audio_stream"]
     decode = _decode_decord if cfg.decoder == "decord" else _decode_pyav
-    video, audio, info = decode(path, cfg, planned, want_audio)
+    import av
+
+    try:
+        video, audio, info = decode(path, cfg, planned, want_audio)
+    except av.error.FFmpegError as err:  # anything FFmpeg raises outside the per-packet handling
+        raise MediaError("decode", type(err).__name__, f"{path}: FFmpeg failed while decoding ({err})") from None
+    except MemoryError:
+        raise MediaError("decode", "OutOfMemory", f"{path}: ran out of memory while decoding") from None
     t0 = video.times[0]
     span = video.end - t0
     notes = list(video.notes)

@@ -304,3 +304,22 @@ def test_display_rotation_is_applied(tmp_path, rotation):
     (clip,) = probe_and_decode(str(path), MediaConfig(formats=("portrait",), audio=False))
     side = counter_side_in_output(180, 320, 128, 224)  # the displayed (portrait) geometry
     assert [decode_counter(f, side) for f in clip.rgb] == clip.source_frame_indices
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "decord"])
+def test_corrupt_video_packets_mid_stream_cost_no_clip(sample_media, tmp_path, decoder):
+    src = sample_media / "h264_25fps_160x120_12s.mp4"
+    with av.open(str(src)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(1)
+    for k in rng.choice(len(packets), 6, replace=False):  # garbage in the middle of 6 video packets
+        pos, size = packets[k]
+        n = min(size, 64) // 2 * 2
+        data[pos + size // 2 - n // 2:pos + size // 2 + n // 2] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt_video.mp4"
+    bad.write_bytes(bytes(data))
+    clips = probe_and_decode(str(bad), MediaConfig(decoder=decoder, clips_per_video=0))
+    good = probe_and_decode(str(src), MediaConfig(decoder=decoder, clips_per_video=0))
+    assert [c.source_frame_indices for c in clips] == [c.source_frame_indices for c in good]
+    assert all(c.rgb.shape == (17, 128, 128, 3) for c in clips)
