@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -847,8 +847,9 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
     notes = list(video.notes)
     claimed = info["claimed_duration"]
     if claimed is not None and claimed - span > max(Fraction(cfg.duration_tolerance_s).limit_denominator(1000), claimed / 10):
-        msg = (f"{path}: the container claims {float(claimed):.3f} s but only {float(span):.3f} s "
-               f"({len(video.times)} frames) decode")
+        frames_txt = "" if video.sparse else f" ({len(video.times)} frames)"
+        msg = (f"{path}: the container claims {float(claimed):.3f} s but only {float(span):.3f} s"
+               f"{frames_txt} decode")
         if cfg.strict_duration:
             raise MediaError("decode", "DurationMismatch", msg)
         notes.append(msg.split(": ", 1)[1])
@@ -867,7 +868,6 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
     if info["average_fps"] and (len(video.times) > 1 or video.sparse):
         fps_src = info["average_fps"]
     clips: list[DecodedClip] = []
-    longest = max(cfg.clip_frames)
     for frames in cfg.clip_frames:
         stride = _stride(cfg, frames)
         m = count_windows(span, frames, stride)
@@ -900,7 +900,6 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
         raise MediaError("too_short", "TooShort",
                          f"{path}: {float(span):.3f} s of video decodes; one {min(cfg.clip_frames)}-frame clip "
                          f"at {CLIP_FPS} fps needs more than {float(need):.3f} s")
-    del longest
     return clips
 
 
