@@ -323,3 +323,18 @@ def test_corrupt_video_packets_mid_stream_cost_no_clip(sample_media, tmp_path, d
     good = probe_and_decode(str(src), MediaConfig(decoder=decoder, clips_per_video=0))
     assert [c.source_frame_indices for c in clips] == [c.source_frame_indices for c in good]
     assert all(c.rgb.shape == (17, 128, 128, 3) for c in clips)
+
+
+def test_fsspec_urls_are_fetched_and_decoded(sample_media):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/media-test/clip.mp4", (sample_media / "h264_24fps_320x240_square.mp4").read_bytes())
+    fs.pipe("/media-test/still.png", (sample_media / "image_240x320_portrait.png").read_bytes())
+    local = probe_and_decode(str(sample_media / "h264_24fps_320x240_square.mp4"), MediaConfig())
+    remote = probe_and_decode("memory://media-test/clip.mp4", MediaConfig())
+    assert np.array_equal(local[0].rgb, remote[0].rgb) and np.array_equal(local[0].audio, remote[0].audio)
+    assert probe_and_decode("memory://media-test/still.png", MediaConfig())[0].rgb.shape == (1, 128, 128, 3)
+    with pytest.raises(MediaError) as err:
+        probe_and_decode("memory://media-test/missing.mp4", MediaConfig())
+    assert (err.value.stage, err.value.error_class) == ("open", "FileNotFound")
