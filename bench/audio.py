@@ -293,12 +293,15 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-cpu-s", type=float, default=600.0,
                         help="training budget in CPU-seconds of this process (learning mode)")
     parser.add_argument("--max-wall-s", type=float, default=1800.0, help="training wall-clock cap (learning mode)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared CPU, 2+ threads per process oversubscribe and "
+                             "were measured 12x slower per step)")
     parser.add_argument("--encode-batch", type=int, default=4, help="clips per encode call (encode mode)")
     parser.add_argument("--train-clips", type=int, default=200, help="generated training clips (learning mode)")
     parser.add_argument("--out", default="bench/results/audio.json")
     parser.add_argument("overrides", nargs="*", help="tiny-recipe overrides for learning mode (key=value)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(max(1, args.threads))
     result = {"host": platform.node(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "encode": {"cpu": bench_encode("cpu", batch=args.encode_batch)}}
     if torch.cuda.is_available():

@@ -10,6 +10,16 @@ from videopoet.tokenizers.soundstream import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared 2-core machine more threads per process oversubscribe (measured
+    ~10x slower); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return AudioTokenizer.from_recipe("tiny")
