@@ -211,13 +211,11 @@ def test_midas_loads_official_layout_strictly_shapes_and_batching(midas_ckpt, tm
     sq = np.stack([big[10:74, 10 + 2 * t:74 + 2 * t] for t in range(3)])
     pt = np.stack([big[20 + t:132 + t, 30:94] for t in range(2)])
     together = model([_clip(sq), _clip(pt, "portrait")])
-    alone = [model([_clip(sq)])[0], model([_clip(pt, "portrait")])[0]]
     model.cfg = dataclasses.replace(cfg, condition_batch=1)  # same weights, one frame per forward
     one_by_one = model([_clip(sq), _clip(pt, "portrait")])
-    for x, y, z, r in zip(together, alone, one_by_one, (sq, pt)):
+    for x, z, r in zip(together, one_by_one, (sq, pt)):
         assert x.shape == r.shape and x.dtype == np.uint8
         assert x[..., 2].min() == 0 and x[..., 2].max() == 255  # per-clip min-max
-        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
         assert np.abs(x.astype(int) - z.astype(int)).max() <= 1
     # the official checkpoint wrapper {"model": ..., "optimizer": ...} loads too; a missing key does not
     torch.save({"model": saved, "optimizer": {}}, tmp_path / "wrapped.pt")
