@@ -27,6 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# `python bench/tokenizer.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the
+# standard library's `tokenize` (used by linecache/torch): drop the script's folder.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -189,7 +193,7 @@ def bench_learn(args) -> dict:
     cfg = RECIPES.get("tiny", overrides)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     t0 = time.perf_counter()
-    history = train(cfg, data, work / "run")
+    history = train(cfg, data, work / "run", time_limit_s=60 * args.minutes)
     train_s = time.perf_counter() - t0
     model = VideoTokenizer.load(work / "run" / "tokenizer")
     clips = list(iter_clips(data))
@@ -202,7 +206,8 @@ def bench_learn(args) -> dict:
     own_mean = x.mean(dim=(2, 3, 4), keepdim=True).expand_as(x)
     return {
         "recipe": "tiny", "device": _device_name("cpu"), "clips": len(clips), "held_out": n_eval,
-        "clip": [frames, size, size], "steps": args.steps, "train_seconds": train_s,
+        "clip": [frames, size, size], "steps_planned": args.steps, "steps_done": history[-1]["step"] if history else 0,
+        "train_seconds": train_s,
         "final_train_recon_mse": statistics.mean(h["loss/recon"] for h in history[-10:]),
         "held_out_psnr": float(psnr(recon, x).mean()), "held_out_ssim": float(ssim(recon, x).mean()),
         "baseline_dataset_mean_psnr": float(psnr(mean_video.expand_as(x), x).mean()),
@@ -231,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--brute-tokens", type=int, nargs="*", default=[256, 1024])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--clips", type=int, default=96)
+    parser.add_argument("--minutes", type=float, default=9.0, help="training time budget (learn)")
     parser.add_argument("--override", nargs="*", default=[], help="extra train config key=value (learn)")
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/tokenizer_<mode>.json)")
     args = parser.parse_args(argv)

@@ -289,12 +289,20 @@ def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
     out_dir = Path(loop_config["out_dir"])
     data_root = loop_config["data"]
     stop_after = loop_config.get("stop_after")
+    time_limit_s = loop_config.get("time_limit_s")
     run_id, tracking_uri = loop_config.get("run_id"), loop_config.get("tracking_uri")
 
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if torch.cuda.is_available():
+        import os
+
+        # Ray Train sets LOCAL_RANK; a worker may see all of its node's GPUs or only its own.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
     amp = cfg.bf16 and device.type == "cuda"
 
     client = None
@@ -441,12 +449,16 @@ def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
     it = batches_src.batches(epoch, phase, consumed)
     empty_epochs = 0
     steps_this_run = 0
+    stopped_by_time = False
     t_start, clips_seen = time.perf_counter(), 0
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=step, desc="train video tokenizer", disable=rank != 0, mininterval=5)
     while step < cfg.steps:
         if stop_after is not None and steps_this_run >= stop_after:
+            break
+        if time_limit_s is not None and any_rank(time.perf_counter() - t_start > time_limit_s):
+            stopped_by_time = True
             break
         if phase == "image" and step >= cfg.image_steps:
             # inflate the image network (and its EMA) into the causal video network
@@ -504,8 +516,11 @@ def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
             logs["grad_norm/g"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
         opt_g.step()
         with torch.no_grad():
+            # EMA warm-up: early on the decay is (1 + s) / (10 + s), so short runs do not export
+            # mostly-initial weights; it reaches ema_decay after ~10k steps at 0.999.
+            decay = min(cfg.optim.ema_decay, (1 + step) / (10 + step))
             for k, v in model.state_dict().items():
-                ema[k].lerp_(v.float(), 1 - cfg.optim.ema_decay)
+                ema[k].lerp_(v.float(), 1 - decay)
         logs["loss/total"] = loss.item()
 
         # ---- discriminator step
@@ -560,7 +575,8 @@ def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
         if step % cfg.save_every == 0 or step == cfg.steps:
             save(final=step == cfg.steps)
     bar.close()
-    if stop_after is not None and steps_this_run >= stop_after and step % cfg.save_every:
+    stopped = stopped_by_time or (stop_after is not None and steps_this_run >= stop_after)
+    if stopped and step % cfg.save_every:
         save()  # a stop is a checkpoint: resume continues exactly here
     if rank == 0:
         secs = time.perf_counter() - t_start
@@ -575,8 +591,13 @@ def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
 
 
 def train(cfg: VideoTrainConfig, data: str | Path, out_dir: str | Path, *, num_workers: int = 1,
-          use_ray: bool | None = None, stop_after: int | None = None) -> list[dict[str, float]]:
-    """Train with MLflow tracking; returns rank 0's per-step history (empty under Ray)."""
+          use_ray: bool | None = None, stop_after: int | None = None,
+          time_limit_s: float | None = None) -> list[dict[str, float]]:
+    """Train with MLflow tracking; returns rank 0's per-step history (empty under Ray).
+
+    `stop_after` steps or `time_limit_s` seconds end this invocation early with a checkpoint (the
+    same command resumes); neither is part of the config.
+    """
     from videopoet.tracking import start_run, tracking_uri
 
     out_dir = Path(out_dir).resolve()
@@ -585,7 +606,8 @@ def train(cfg: VideoTrainConfig, data: str | Path, out_dir: str | Path, *, num_w
     with start_run("train-tokenizer-video", cfg, tags={"num_workers": str(num_workers),
                                                      "data": str(data)}) as run:
         loop_config = {"config": to_dict(cfg), "out_dir": str(out_dir), "data": str(Path(data).resolve()),
-                       "stop_after": stop_after, "run_id": run.info.run_id, "tracking_uri": tracking_uri()}
+                       "stop_after": stop_after, "time_limit_s": time_limit_s,
+                       "run_id": run.info.run_id, "tracking_uri": tracking_uri()}
         (out_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
         if not use_ray:
             return train_loop(loop_config)
@@ -601,8 +623,13 @@ def _train_with_ray(loop_config: dict[str, Any], num_workers: int, out_dir: Path
 
     use_gpu = torch.cuda.is_available()
     if not ray.is_initialized():
-        ray.init(num_cpus=max(num_workers, 2) if not use_gpu else None, include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+        import os
+
+        if os.environ.get("RAY_ADDRESS"):  # an existing cluster
+            ray.init()
+        else:  # a local one, with at least one CPU per worker
+            ray.init(num_cpus=None if use_gpu else max(num_workers, 2), include_dashboard=False,
+                     configure_logging=False)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
@@ -623,6 +650,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", action="store_true", help="use Ray Train even with one worker")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop after this many steps in this invocation (checkpointed; rerun to resume)")
+    parser.add_argument("--time-limit-min", type=float, default=None,
+                        help="stop (checkpointed) after this many minutes; rerun to resume")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500")
 
 
@@ -631,5 +660,6 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers < 1:
         raise SystemExit("--num-workers must be >= 1")
     train(cfg, args.data, args.out, num_workers=args.num_workers, use_ray=args.ray or args.num_workers > 1,
-          stop_after=args.stop_after)
+          stop_after=args.stop_after,
+          time_limit_s=None if args.time_limit_min is None else 60 * args.time_limit_min)
     return 0
