@@ -192,6 +192,22 @@ def test_rerun_skips_everything_and_changes_nothing(reference, ckpts, clips_dir)
     assert summary["units_this_run"] == 0 and _files(out) == before
 
 
+def test_summary_and_plots_are_logged_to_mlflow(reference, ckpts, clips_dir, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("VIDEOPOET_EXPERIMENT", "tokenize-test")
+    summary = run_tokenize(_cfg(ckpts, clips_dir, reference[0], "local", ["track=true"]))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tokenize-test"], output_format="list")
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert metrics["clips_ok"] == summary["clips_ok"] == reference[1]["clips_ok"]
+    assert metrics["samples_t2i"] == 1 and metrics["video_codes_used"] == summary["codebook_usage"]["video"]["used"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "summary")}
+    assert artifacts == {"summary/codebook_usage.png", "summary/task_lengths.png"}
+
+
 def test_other_tokenizer_checkpoint_is_refused_and_recorded(reference, ckpts, clips_dir, capsys):
     from videopoet.cli import main
 
