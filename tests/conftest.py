@@ -22,3 +22,10 @@ def sample_media(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample_media")
     make_samples(out)
     return out
+
+# --- helper "media": CPU threads on a shared machine ------------------------------------------
+# With more runnable threads than cores (several test processes on 2 cores), libgomp's default
+# spin-waiting makes every torch op wait for a time slice: a MiDaS-small forward took 14 s with 2
+# intra-op threads vs 0.5 s with 1. PASSIVE makes idle OpenMP threads sleep instead (0.54 s with 2
+# threads). Read by libgomp when torch loads, so it must be set before any test imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
