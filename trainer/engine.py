@@ -191,10 +191,15 @@ class Trainer:
             model = VideoPoetLM(model_cfg)
         self.module = LossForward(model)
         params = [p for p in self.module.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
+        # Weight decay on matrices only; under zero.Init a parameter is an empty 1-D tensor and its
+        # real shape is ds_shape.
+        def ndim(p) -> int:
+            return len(getattr(p, "ds_shape", p.shape))
+
+        groups = [{"params": [p for p in params if ndim(p) >= 2], "weight_decay": cfg.optim.weight_decay},
+                  {"params": [p for p in params if ndim(p) < 2], "weight_decay": 0.0}]
         optim = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [g for g in groups if g["params"]],
             lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(cfg.schedule, s))
@@ -630,7 +635,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         print(f"resumed from {source} at step {trainer.step}", flush=True)
 
     def should_stop() -> bool:
-        flag = torch.tensor([1.0 if (rank == 0 and stop_file.exists()) else 0.0])
+        flag = torch.tensor([1.0 if (rank == 0 and stop_file.exists()) else 0.0], device=trainer.device)  # NCCL: on the GPU
         if world > 1:
             dist.broadcast(flag, src=0)  # every rank must stop at the same step boundary
         return bool(flag.item())
