@@ -72,7 +72,7 @@ class MediaConfig:
     raft_checkpoint: str | None = None
     raft_model: Literal["raft_small", "raft_large"] = "raft_small"
     midas_checkpoint: str | None = None
-    midas_model: Literal["midas_v21_small"] = "midas_v21_small"
+    midas_model: Literal["midas_v21_small", "dpt_large_384"] = "midas_v21_small"
     decode_timeout_s: float = 120.0  # per input; <= 0 decodes in the calling process, no limit
     max_pixels: int = 7680 * 4320  # 8K UHD; larger frames are rejected (stage "probe")
     min_side: int = 16  # smaller frames are rejected (stage "probe")

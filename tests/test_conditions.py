@@ -225,3 +225,49 @@ def test_midas_loads_official_layout_strictly_shapes_and_batching(midas_ckpt, tm
     torch.save(partial, tmp_path / "partial.pt")
     with pytest.raises(RuntimeError, match="output_conv"):
         ConditionModel(dataclasses.replace(cfg, midas_checkpoint=str(tmp_path / "partial.pt")))
+
+
+# Official isl-org/MiDaS v3 DPT-Large (dpt_large_384.pt / dpt_large-midas-2f21e586.pt) names and shapes,
+# from the MiDaS source: _make_vit_b16_backbone(vit_large_patch16_384, features=[256, 512, 1024, 1024],
+# hooks=[5, 11, 17, 23], vit_features=1024, use_readout="project"), _make_scratch(..., 256), the DPT head.
+OFFICIAL_DPT_LARGE_SPOT = {
+    "pretrained.model.cls_token": (1, 1, 1024),
+    "pretrained.model.pos_embed": (1, 577, 1024),  # 24x24 patches + class token
+    "pretrained.model.patch_embed.proj.weight": (1024, 3, 16, 16),
+    "pretrained.model.blocks.23.attn.qkv.weight": (3072, 1024),
+    "pretrained.model.head.weight": (1000, 1024),
+    "pretrained.act_postprocess1.0.project.0.weight": (1024, 2048),
+    "pretrained.act_postprocess1.3.weight": (256, 1024, 1, 1),
+    "pretrained.act_postprocess1.4.weight": (256, 256, 4, 4),  # ConvTranspose2d x4
+    "pretrained.act_postprocess2.4.weight": (512, 512, 2, 2),  # ConvTranspose2d x2
+    "pretrained.act_postprocess3.3.weight": (1024, 1024, 1, 1),
+    "pretrained.act_postprocess4.4.weight": (1024, 1024, 3, 3),  # stride-2 conv
+    "scratch.layer1_rn.weight": (256, 256, 3, 3),
+    "scratch.layer4_rn.weight": (256, 1024, 3, 3),
+    "scratch.refinenet1.resConfUnit2.conv2.bias": (256,),
+    "scratch.output_conv.0.weight": (128, 256, 3, 3),
+    "scratch.output_conv.2.weight": (32, 128, 3, 3),
+    "scratch.output_conv.4.weight": (1, 32, 1, 1),
+}
+
+
+def test_dpt_large_has_the_official_layout_and_a_small_dpt_runs_and_reloads(tmp_path):
+    with torch.device("meta"):  # names and shapes only: no 1.3 GB of weights on a test machine
+        large = build_midas("dpt_large_384").state_dict()
+    for k, shape in OFFICIAL_DPT_LARGE_SPOT.items():
+        assert tuple(large[k].shape) == shape, k
+    assert not any(k.startswith("pretrained.act_postprocess") and k.split(".")[2] in ("1", "2") for k in large)
+    # the same module code over a small ViT: forward, non-square inputs, strict reload, batching
+    torch.manual_seed(0)
+    small = build_midas("dpt_large_384", vit_name="vit_small_patch16_384").eval()
+    torch.save(small.state_dict(), tmp_path / "dpt_small.pt")
+    again = build_midas("dpt_large_384", vit_name="vit_small_patch16_384").eval()
+    again.load_state_dict(load_state_dict_file(str(tmp_path / "dpt_small.pt")), strict=True)
+    x = torch.randn(3, 3, 128, 96)
+    with torch.inference_mode():
+        batched = again(x)
+        single = torch.cat([again(x[i:i + 1]) for i in range(3)])
+        ref = small(x)
+    assert batched.shape == (3, 128, 96) and (batched >= 0).all()
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batched, ref)
