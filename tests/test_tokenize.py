@@ -355,3 +355,24 @@ def test_shards_from_the_real_ingest_job(sample_media, ckpts, tmp_path):
         r = rows[(fmt, 17)]
         assert r["audio_frames"] == 106 and r["style_tokens"] is not None and r["len_style"] > 0
         assert r["caption"] == truth[names[0]]["caption"] and r["source_uri"].endswith(names[0])
+
+
+def test_worker_refuses_a_checkpoint_replaced_after_planning(ckpts, tmp_path):
+    """Workers check the models they load against the plan's hashes (a checkpoint overwritten on
+    disk while the job runs must not slip other tokens into the output)."""
+    import shutil
+
+    from videopoet.pipeline import tokenize as tk
+
+    path = tmp_path / "video"
+    shutil.copytree(ckpts / "video", path)
+    cfg = _cfg(ckpts, tmp_path, tmp_path / "out", "local", [f"video_tokenizer={path}"])
+    planned = tk.model_identity(cfg)
+    assert tk.load_models(cfg, planned).identity() == planned
+    shutil.rmtree(path)
+    shutil.copytree(ckpts / "video_other", path)
+    # a worker that loaded the planned weights before the swap keeps using them (they are the plan's)
+    assert tk.load_models(cfg, planned).identity() == planned
+    tk._MODELS.clear()  # a worker process started after the swap loads what is on disk now
+    with pytest.raises(TokenizerMismatch, match="video_tokenizer_hash"):
+        tk.load_models(cfg, planned)
