@@ -413,6 +413,12 @@ class _AudioCollector:
         return _AudioResult(samples.astype(np.float32, copy=False), self.start, notes)
 
 
+def _displayed_size(info: dict, frame) -> None:
+    """Report the size as displayed: a 90/270 degree display rotation swaps width and height."""
+    if int(round(getattr(frame, "rotation", 0) or 0)) % 180 == 90 and not info.get("rotated"):
+        info["width"], info["height"], info["rotated"] = info["height"], info["width"], True
+
+
 def _frame_rgb_pyav(frame) -> np.ndarray:
     img = frame.to_ndarray(format="rgb24")
     # display-matrix rotation (phones store portrait video as rotated landscape): PyAV gives the
@@ -498,6 +504,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
             gaps = np.diff([float(x) for x in times[-9:]]) if len(times) > 1 else []
             last_duration = Fraction(float(np.median(gaps))).limit_denominator(1_000_000) if len(gaps) else fallback_dt
         end = prev[2] + last_duration
+        _displayed_size(info, prev[1])
         settle(prev[0], prev[1], prev[2], end)
         if bad_video:
             notes.append(f"skipped {bad_video} corrupt video packet(s)")
@@ -539,6 +546,7 @@ def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned
     except (StopIteration, av.error.FFmpegError):
         return None
     t0 = _frac_time(first.pts, tb)
+    _displayed_size(info, first)
     if t0 is None:
         return None
     picker = _Picker(cfg, planned)

@@ -302,6 +302,7 @@ def test_display_rotation_is_applied(tmp_path, rotation):
     with av.open(str(path)) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (320, 180)
     (clip,) = probe_and_decode(str(path), MediaConfig(formats=("portrait",), audio=False))
+    assert (clip.source_width, clip.source_height) == (180, 320)  # as displayed
     side = counter_side_in_output(180, 320, 128, 224)  # the displayed (portrait) geometry
     assert [decode_counter(f, side) for f in clip.rgb] == clip.source_frame_indices
 
