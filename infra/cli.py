@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "videopoet.tokenizers.cli",
     "videopoet.pipeline.tokenize",
     "videopoet.trainer.train",
+    "videopoet.trainer.sample_cli",
     "videopoet.demo",
 )
 
