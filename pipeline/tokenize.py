@@ -403,10 +403,23 @@ def _grouped(items: list[ClipItem], key) -> dict[Any, list[ClipItem]]:
     return groups
 
 
+class StageError(RuntimeError):
+    """A model stage failed in a way that says nothing about the clips (out of memory, every clip
+    failing alike): the unit is not committed, so a retry or a rerun redoes it."""
+
+
+def _is_resource_error(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+
+
 def _run_stage(stage: str, groups: dict[Any, list[ClipItem]], fn, shard: str) -> dict[str, Any]:
     """fn(list of clips) -> list of results per group; a failing batch is retried clip by clip so
-    one bad clip fails alone (as a row), never the unit."""
+    one bad clip fails alone (as a row), never the unit. Clips reach the models only after
+    `check_clip`, so a stage where every clip of several fails, or one out of memory, is a fault
+    of the worker, not of the data: that raises StageError instead of committing failure rows."""
     results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    total = sum(len(m) for m in groups.values())
     for _, members in groups.items():
         try:
             for it, r in zip(members, fn([m.clip for m in members])):
@@ -416,7 +429,15 @@ def _run_stage(stage: str, groups: dict[Any, list[ClipItem]], fn, shard: str) ->
                 try:
                     results[it.key] = fn([it.clip])[0]
                 except Exception as err:
-                    it.fail(stage, type(err).__name__, f"{shard}: clip {it.key}: {stage} failed ({str(err).splitlines()[0] if str(err) else err!r})")
+                    if _is_resource_error(err):
+                        raise StageError(f"{shard}: {stage} ran out of memory on clip {it.key} even alone "
+                                         f"(lower encode_batch/audio_batch or use a larger device): {err}") from err
+                    errors.append(err)
+                    reason = str(err).splitlines()[0] if str(err) else repr(err)
+                    it.fail(stage, type(err).__name__, f"{shard}: clip {it.key}: {stage} failed ({reason})")
+    if total >= 2 and len(errors) == total:
+        raise StageError(f"{shard}: {stage} failed on all {total} clips ({type(errors[0]).__name__}: {errors[0]}); "
+                         "not committing the unit: a model or device fault, not bad input") from errors[0]
     return results
 
 

@@ -376,3 +376,30 @@ def test_worker_refuses_a_checkpoint_replaced_after_planning(ckpts, tmp_path):
     tk._MODELS.clear()  # a worker process started after the swap loads what is on disk now
     with pytest.raises(TokenizerMismatch, match="video_tokenizer_hash"):
         tk.load_models(cfg, planned)
+
+
+def test_model_stage_failures_cost_the_clip_or_stop_the_unit():
+    """A stage failing on one clip fails that clip alone (its batch mates are redone one by one);
+    failing on every clip, or out of memory, is a worker fault: StageError, nothing committed."""
+    from videopoet.pipeline.tokenize import ClipItem, StageError, _run_stage
+
+    def items(*keys):
+        return [ClipItem(k, clip=Clip(k, np.zeros((1, 8, 8, 3), np.uint8), {"caption": k})) for k in keys]
+
+    def fn(clips):
+        if any(c.key.startswith("bad") for c in clips):
+            raise ValueError(f"cannot encode {[c.key for c in clips]}")
+        return [c.key.upper() for c in clips]
+
+    group = items("a", "bad1", "b")
+    assert _run_stage("video_tokenizer", {0: group}, fn, "s.tar") == {"a": "A", "b": "B"}
+    assert [(i.key, i.ok, i.error_class) for i in group] == [("a", True, None), ("bad1", False, "ValueError"), ("b", True, None)]
+    assert "s.tar: clip bad1: video_tokenizer failed (cannot encode ['bad1'])" == group[1].message
+    with pytest.raises(StageError, match="all 2 clips"):
+        _run_stage("audio_tokenizer", {0: items("bad1", "bad2")}, fn, "s.tar")
+
+    def oom(clips):
+        raise MemoryError("no room")
+
+    with pytest.raises(StageError, match="out of memory"):
+        _run_stage("video_tokenizer", {0: items("a")}, oom, "s.tar")
