@@ -71,7 +71,7 @@ def test_text_to_image_png_and_bad_requests(models, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_frame_prediction_from_a_video(models, tmp_path):
+def test_frame_prediction_from_a_video_extended(models, tmp_path):
     # a 3 s 8 fps input made here (PyAV), continued from its first 5 frames
     src = tmp_path / "src.mp4"
     rgb = np.random.default_rng(1).integers(0, 255, (24, 96, 96, 3), dtype=np.uint8)
@@ -80,6 +80,7 @@ def test_frame_prediction_from_a_video(models, tmp_path):
     write_mp4(src, rgb)
     out = tmp_path / "fp.mp4"
     code = main(["sample", "--task", "fp", "--checkpoint", str(models / "lm"), "--video-tokenizer",
-                 str(models / "vt"), "--video", str(src), "--temperature", "0", "--out", str(out)])
+                 str(models / "vt"), "--video", str(src), "--temperature", "0", "--extend", "1",
+                 "--out", str(out)])
     assert code == 0
-    assert probe(out)["frames"] == 17
+    assert probe(out)["frames"] == 17 + 12  # one §7.2 continuation round
