@@ -923,11 +923,13 @@ def run_tokenize(cfg: TokenizeConfig) -> dict[str, Any]:
         raise ConfigError("output='': give --output DIR")
     if not cfg.input:
         raise ConfigError("input='': give --input CLIP_SHARD_DIR")
-    if cfg.torch_threads == 0:
-        import torch
+    import torch
 
+    if cfg.torch_threads == 0:
         # Resolved here, once, so that every worker of every engine uses the same count.
         cfg = dataclasses.replace(cfg, torch_threads=torch.get_num_threads())
+    if cfg.device == "cuda" and cfg.engine == "local" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda: this machine has no CUDA GPU (use device=auto or cpu)")
     out = Path(cfg.output).expanduser().resolve()
     shards = input_shards(cfg.input)
     ident = model_identity(cfg)
