@@ -69,6 +69,13 @@ def test_text_to_image_png_and_bad_requests(models, tmp_path, capsys):
     assert "--task t2v needs --caption" in capsys.readouterr().err
     assert main(base + ["--task", "i2v", "--image", str(tmp_path / "missing.png")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    # a video tokenizer checkpoint given as the LM: refused by kind, naming the flag
+    swapped = ["sample", "--checkpoint", str(models / "vt"), "--video-tokenizer", str(models / "vt")]
+    assert main(swapped + ["--task", "t2i"]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and "expected 'videopoet-lm'" in err
+    assert main(base[:2] + [str(tmp_path / "nope")] + base[3:] + ["--task", "t2i"]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err
 
 
 def test_frame_prediction_from_a_video_extended(models, tmp_path):

@@ -183,8 +183,20 @@ def _run(args: argparse.Namespace) -> int:
         raise SampleError(str(err)) from None
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    model = load_lm(args.checkpoint, device=device)
-    vt = VideoTokenizer.load(args.video_tokenizer, device=device)
+    from videopoet.checkpoint import CheckpointError
+
+    for flag, path in (("--checkpoint", args.checkpoint), ("--video-tokenizer", args.video_tokenizer),
+                       ("--audio-tokenizer", args.audio_tokenizer)):
+        if path is not None and not Path(path).is_dir():
+            raise SampleError(f"{flag} {path}: no such checkpoint directory")
+    try:
+        model = load_lm(args.checkpoint, device=device)
+    except (CheckpointError, ValueError) as err:
+        raise SampleError(f"--checkpoint {args.checkpoint}: {err}") from None
+    try:
+        vt = VideoTokenizer.load(args.video_tokenizer, device=device)
+    except (CheckpointError, ValueError) as err:
+        raise SampleError(f"--video-tokenizer {args.video_tokenizer}: {err}") from None
     text_emb = text_mask = None
     if args.caption:
         from videopoet.tokenizers.text_encoder import TextEncoder
@@ -233,7 +245,10 @@ def _run(args: argparse.Namespace) -> int:
             raise SampleError("--audio-tokenizer: an image has no audio")
         from videopoet.tokenizers.soundstream import AudioTokenizer
 
-        at = AudioTokenizer.load(args.audio_tokenizer, device=device)
+        try:
+            at = AudioTokenizer.load(args.audio_tokenizer, device=device)
+        except (CheckpointError, ValueError) as err:
+            raise SampleError(f"--audio-tokenizer {args.audio_tokenizer}: {err}") from None
         clip_samples = frames * AUDIO_RATE // FPS
         overlap = 5 * AUDIO_RATE // FPS  # extension clips repeat their first 5 frames
         waves = []
