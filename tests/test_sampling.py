@@ -148,3 +148,15 @@ def test_extend_video_conditions_each_clip_on_the_last_frames(lm):
     assert torch.equal(gens[0].tokens[0, seg.start: seg.start + seg.length], cond.flatten() + V.VISUAL_OFFSET)
     torch.testing.assert_close(video[:, :, :17], decoded)
     torch.testing.assert_close(video[:, :, 17:], vt.decode(gens[0].video_codes)[:, :, 5:])
+
+
+def test_batched_rows_decode_like_single_rows(lm):
+    g = np.random.default_rng(6)
+    rows = [request_row("v2a", video_tokens=g.integers(0, V.NUM_VISUAL, 1280)) for _ in range(2)]
+    greedy = SamplingConfig(temperature=0)
+    both = generate(lm, "v2a", rows, greedy, max_new_tokens=30).tokens
+    for i, row in enumerate(rows):
+        assert torch.equal(both[i], generate(lm, "v2a", row, greedy, max_new_tokens=30).tokens[0])
+    assert not torch.equal(both[0], both[1])
+    with pytest.raises(ValueError, match="same layout shape"):
+        generate(lm, "v2a", [rows[0], request_row("v2a", video_format="portrait")], greedy)
