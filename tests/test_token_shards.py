@@ -108,3 +108,21 @@ def test_unknown_version_and_foreign_files_are_refused(tmp_path):
         ts.shard_tasks(tmp_path / "junk.parquet")
     with pytest.raises(ts.TokenShardError, match="no such"):
         ts.list_token_shards(tmp_path / "missing")
+
+
+def test_len_columns_come_from_the_task_layouts(tmp_path):
+    from videopoet.trainer import tasks as T
+
+    rows = ts.synthetic_rows(12, 2, with_lengths=False, num_frames=(17, 41), formats=("square", "portrait"),
+                             latent_hw=(2, 2))
+    path = tmp_path / "s.parquet"
+    ts.write_token_shard(path, rows, compute_lengths=True)  # default task list: trainer.tasks.TASK_NAMES
+    assert ts.shard_tasks(path) == T.TASK_NAMES
+    for row, back in zip(rows, ts.iter_token_rows(path)):
+        for task in T.TASK_NAMES:
+            try:
+                expected = len(T.build_layout(task, back))
+            except T.TaskNotServable:
+                expected = 0
+            assert back[ts.len_column(task)] == expected, (task, row["key"])
+    assert sum(r["len_t2i"] > 0 for r in ts.iter_token_rows(path)) == sum(r["num_frames"] == 1 for r in rows)
