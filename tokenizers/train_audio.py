@@ -147,7 +147,7 @@ def tiny() -> AudioTrainConfig:
     return AudioTrainConfig(
         model=dataclasses.replace(soundstream.tiny(), dead_code_threshold=0.1),
         disc=DiscConfig(wave_channels=4, wave_max_channels=64, stft_channels=8),
-        loss=LossConfig(gan_start_step=300, wave_weight=100.0, log_floor=1e-2),
+        loss=LossConfig(gan_start_step=300, wave_weight=2000.0, log_floor=1e-2),
         optim=OptimConfig(lr=1e-3, disc_lr=3e-4, betas=[0.8, 0.99], grad_clip=10.0),
         data=DataConfig(segment_samples=8000, batch_size=8, eval_clips=4),
         steps=600, log_every=10, eval_every=200, save_every=200,
