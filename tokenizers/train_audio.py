@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from videopoet.config import RecipeRegistry
-from videopoet.tokenizers import soundstream
-from videopoet.tokenizers.soundstream import SoundStreamConfig
+from videopoet.tokenizers import soundstream_config
+from videopoet.tokenizers.soundstream_config import SoundStreamConfig
 
 TRAIN_STATE_KIND = "soundstream-train"
 
@@ -134,7 +134,7 @@ def paper() -> AudioTrainConfig:
 
     videopoet train-tokenizer audio --data CLIP_SHARDS --config paper
     """
-    return AudioTrainConfig(model=soundstream.paper(), data=DataConfig(segment_samples=32_000, batch_size=32))
+    return AudioTrainConfig(model=soundstream_config.paper(), data=DataConfig(segment_samples=32_000, batch_size=32))
 
 
 @RECIPES.register
@@ -145,7 +145,7 @@ def tiny() -> AudioTrainConfig:
     """
     # 200 frames per step is 0.2 per code: the dead-code threshold scales down with it.
     return AudioTrainConfig(
-        model=dataclasses.replace(soundstream.tiny(), dead_code_threshold=0.1),
+        model=dataclasses.replace(soundstream_config.tiny(), dead_code_threshold=0.1),
         disc=DiscConfig(wave_channels=4, wave_max_channels=64, stft_channels=8),
         loss=LossConfig(gan_start_step=300, wave_weight=2000.0, log_floor=1e-2),
         optim=OptimConfig(lr=1e-3, disc_lr=3e-4, betas=[0.8, 0.99], grad_clip=10.0),
@@ -293,6 +293,7 @@ class AudioCropStream:
         import torch
 
         from videopoet.pipeline.clip_shards import iter_clip_shard
+        from videopoet.tokenizers.soundstream import int16_to_float
 
         while True:
             order = self._order(self.epoch)
@@ -305,7 +306,7 @@ class AudioCropStream:
                     self.clip_pos = i + 1
                     if clip.audio is None or len(clip.audio) == 0 or is_holdout(clip.key, self.fraction):
                         continue
-                    wave = soundstream.int16_to_float(clip.audio)
+                    wave = int16_to_float(clip.audio)
                     if wave.shape[-1] < self.segment:
                         wave = torch.nn.functional.pad(wave, (0, self.segment - wave.shape[-1]))
                     g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, shard_index, i))
@@ -335,12 +336,13 @@ def load_eval_waves(root: str | Path, cfg: DataConfig) -> tuple[list, bool]:
     """Up to `eval_clips` held-out clips (whole); falls back to the first training clips when the
     data has no held-out clip (a tiny data set), saying so."""
     from videopoet.pipeline.clip_shards import iter_clips
+    from videopoet.tokenizers.soundstream import int16_to_float
 
     held, first = [], []
     for clip in iter_clips(root):
         if clip.audio is None or len(clip.audio) < 2048:
             continue
-        wave = soundstream.int16_to_float(clip.audio)
+        wave = int16_to_float(clip.audio)
         if is_holdout(clip.key, cfg.holdout_fraction):
             held.append((clip.key, wave))
             if len(held) >= cfg.eval_clips:
@@ -401,6 +403,8 @@ class Trainer:
 
     def __init__(self, cfg: AudioTrainConfig, data: str | Path, device: str | None = None):
         import torch
+
+        from videopoet.tokenizers import soundstream
 
         Discriminators, MultiScaleMelLoss = build_modules()
         self.cfg = cfg
