@@ -283,7 +283,7 @@ def bench_learn(budget_cpu_s: float, max_wall_s: float, n_train: int, overrides:
               f"SI-SNR {v['si_snr_db']:6.2f} dB (untrained {u['si_snr_db']:6.2f})")
     for level, u in enumerate(trained["codebook_usage"]):
         print(f"  level {level}: {u['eval_used_fraction'] * 1024:.0f} codes used on held-out "
-              f"(perplexity {u['eval_perplexity']:.1f}), {u['alive_fraction']:.1%} alive (EMA count >= 2)")
+              f"(perplexity {u['eval_perplexity']:.1f}), {u['alive_fraction']:.1%} alive (EMA count >= dead_code_threshold)")
     return result
 
 
