@@ -72,27 +72,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_train(token_dir: str, out_dir: str, steps: int = 100, workers: int = 2, tokens_per_step: int = 512) -> dict:
-    """The demo's train stage: a tiny LM under Ray Train, `workers` CPU workers, ZeRO-3.
-
-    At 266,496 ids the output head dominates a CPU step (~6 x 8.5M FLOPs per target token at width
-    32), so the demo trains a 32-wide model on the short tasks (text-to-image, 256 targets, and
-    text-to-video, 1,282) with a small budget. Returns the run summary (checkpoint, `export` = the
-    videopoet-lm checkpoint for sampling, MLflow run id).
-    """
-    from videopoet.trainer import engine
-    from videopoet.trainer.config import TRAIN_RECIPES
-
-    cfg = TRAIN_RECIPES.get("tiny", [
-        f"data.shards=[{token_dir}]", "data.tasks=[t2i,t2v]", f"data.tokens_per_step={tokens_per_step}",
-        "model.d_model=32", "model.n_heads=2", "model.ffn_dim=96",
-        f"schedule.max_steps={steps}", f"schedule.warmup_steps={max(1, steps // 10)}",
-        f"checkpoint.dir={out_dir}", "checkpoint.name=demo-lm", f"checkpoint.every_steps={max(1, steps // 2)}",
-        f"engine.num_workers={workers}", "log_every=10",
-    ])
-    return engine.run_ray(cfg, progress=True)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="pretrain the prefix LM (AGD, DeepSpeed ZeRO-3, Ray Train, MLflow)",
