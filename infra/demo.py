@@ -91,7 +91,7 @@ def _train(out: Path, args: argparse.Namespace) -> str:
               f"checkpoint.dir={out / 'lm'}", "checkpoint.name=demo-lm", f"checkpoint.every_steps={max(1, steps // 2)}",
               "log_every=10")
     summary = json.loads((out / "lm_summary.json").read_text())
-    return f"LM export in {summary['export']} (MLflow run {summary.get("mlflow_run_id", "?")})"
+    return f"LM export in {summary['export']} (MLflow run {summary.get('mlflow_run_id', '?')})"
 
 
 @stage("sample")
