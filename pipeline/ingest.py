@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
+from videopoet.pipeline.jobs import add_engine_arguments, as_override, engine_overrides
 from videopoet.config import ConfigError, RecipeRegistry, config_hash, to_dict
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.media import MediaConfig
@@ -561,48 +562,20 @@ def register(subparsers: Any) -> None:
         "Trailing key=value arguments override the config (e.g. media.flow=none batch_size=32).",
     )
     p.add_argument("--config", default="default", help=f"recipe ({', '.join(INGEST_RECIPES.names())}) or YAML file")
-    p.add_argument("--engine", choices=["beam", "ray", "local"], help="execution engine (default: beam)")
     p.add_argument("--input", help="directory, glob, fsspec URL, or manifest CSV/JSONL/Parquet (path[,caption][,id])")
     p.add_argument("--output", help="output directory (shards/, manifest/, manifest.parquet, summary.json)")
     p.add_argument("--batch-size", type=int, help="inputs per work unit (unit of commit/resume)")
     p.add_argument("--flow", choices=["dis", "raft", "none"], help="optical flow for the condition video")
     p.add_argument("--depth", choices=["midas", "none"], help="depth for the condition video")
-    p.add_argument("--beam-options", help='extra Beam pipeline options, e.g. "--runner=DataflowRunner --project=p"')
-    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of starting one")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray; worker processes of a local Beam runner")
-    p.add_argument("--use-gpu", action="store_true", help="run the condition models on GPU actors (Ray)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_engine_arguments(p, num_cpus_help="logical CPUs of a local Ray; worker processes of a local Beam runner",
+                         use_gpu_help="run the condition models on GPU actors (Ray)")
     p.set_defaults(func=_main)
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
-    flags: list[str] = []
-
-    def add(key: str, value: Any) -> None:
-        if value is not None:
-            flags.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-
-    add("engine", args.engine)
-    add("input", args.input)
-    add("output", args.output)
-    add("batch_size", args.batch_size)
-    add("media.flow", args.flow)
-    add("media.depth", args.depth)
-    add("beam.options", args.beam_options)
-    add("ray.address", args.ray_address)
-    if args.num_cpus is not None:
-        add("ray.num_cpus", args.num_cpus)
-        add("beam.num_workers", args.num_cpus)
-        if args.num_cpus > 1:  # the local Beam runners only use several cores in processes
-            add("beam.running_mode", "multi_processing")
-    if args.use_gpu:
-        add("ray.use_gpu", True)
-    if args.no_progress:
-        add("progress", False)
-    if args.no_track:
-        add("track", False)
+    flags = (as_override("input", args.input) + as_override("output", args.output)
+             + as_override("batch_size", args.batch_size) + as_override("media.flow", args.flow)
+             + as_override("media.depth", args.depth) + engine_overrides(args, beam_processes_for_cpus=True))
     return INGEST_RECIPES.get(args.config, list(args.overrides) + flags)
 
 

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from videopoet.pipeline.jobs import add_engine_arguments, as_override, engine_overrides
 from videopoet.config import ConfigError, RecipeRegistry, config_hash
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.ingest import BeamConfig, RayConfig
@@ -991,48 +992,22 @@ def register(subparsers: Any) -> None:
         "Trailing key=value arguments override the config (e.g. encode_batch=16 any_size=true).",
     )
     p.add_argument("--config", default="default", help=f"recipe ({', '.join(TOKENIZE_RECIPES.names())}) or YAML file")
-    p.add_argument("--engine", choices=["beam", "ray", "local"], help="execution engine (default: beam)")
     p.add_argument("--input", help="clip shard directory (searched recursively) or one .tar")
     p.add_argument("--output", help="output directory (shards/, manifest/, stats/, manifest.parquet, summary.json, summary/)")
     p.add_argument("--video-tokenizer", help="video tokenizer checkpoint directory")
     p.add_argument("--audio-tokenizer", help="audio tokenizer checkpoint directory")
     p.add_argument("--text-encoder", help="local text encoder model directory (default: the embedded MiniLM)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="model device (default: auto)")
-    p.add_argument("--beam-options", help='extra Beam pipeline options, e.g. "--runner=DataflowRunner --project=p"')
-    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or host:port) instead of starting one")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray / local Beam workers")
-    p.add_argument("--use-gpu", action="store_true", help="run the models on GPU actors (Ray)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-track", action="store_true", help="do not log an MLflow run")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_engine_arguments(p, num_cpus_help="logical CPUs of a local Ray / local Beam workers",
+                         use_gpu_help="run the models on GPU actors (Ray)")
     p.set_defaults(func=_main)
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizeConfig:
-    flags: list[str] = []
-
-    def add(key: str, value: Any) -> None:
-        if value is not None:
-            flags.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
-
-    add("engine", args.engine)
-    add("input", args.input)
-    add("output", args.output)
-    add("video_tokenizer", args.video_tokenizer)
-    add("audio_tokenizer", args.audio_tokenizer)
-    add("text_encoder", args.text_encoder)
-    add("device", args.device)
-    add("beam.options", args.beam_options)
-    add("ray.address", args.ray_address)
-    if args.num_cpus is not None:
-        add("ray.num_cpus", args.num_cpus)
-        add("beam.num_workers", args.num_cpus)
-    if args.use_gpu:
-        add("ray.use_gpu", True)
-    if args.no_progress:
-        add("progress", False)
-    if args.no_track:
-        add("track", False)
+    flags = (as_override("input", args.input) + as_override("output", args.output)
+             + as_override("video_tokenizer", args.video_tokenizer) + as_override("audio_tokenizer", args.audio_tokenizer)
+             + as_override("text_encoder", args.text_encoder) + as_override("device", args.device)
+             + engine_overrides(args))
     return TOKENIZE_RECIPES.get(args.config, list(args.overrides) + flags)
 
 
