@@ -16,15 +16,15 @@ floor(i * 30000 / (8 * 1001)). A window exists when its last output time lies in
 stream. When more windows fit than `clips_per_video`, N evenly spaced ones are kept (window
 floor((k + 0.5) * M / N) for k < N of M): clips spread over the video rather than its first seconds.
 
-Spatial formats: the frame is scaled to cover the target and centre-cropped (the crop is cut in
-source pixels first, so only the kept region is resized): "square" 128x128, "portrait" 128 wide x
-224 high. Resizing is OpenCV INTER_AREA when shrinking (exact area averaging: a proper antialiasing
-filter for any ratio, and ~5x faster than PIL LANCZOS on 1080p) and INTER_CUBIC when enlarging
-(INTER_AREA degenerates to bilinear there).
+Spatial formats: the frame is scaled to cover the target and centre-cropped: "square" 128x128,
+"portrait" 128 wide x 224 high. Shrinking is area averaging: with PyAV one libswscale pass from YUV
+to RGB at the cover size, then the crop; with decord (full-size RGB) the crop is cut in source
+pixels and resized with OpenCV INTER_AREA. Enlarging is OpenCV INTER_CUBIC (area would degenerate
+to bilinear there).
 
 Audio: PyAV decodes every audio packet (a packet that fails to decode is skipped and counted, its
-time filled with silence so later samples stay aligned), libswresample (PyAV AudioResampler) downmixes
-to mono with its standard matrix and resamples to 16 kHz. Sample k sits at time a_0 + k/16000 where
+time filled with silence so later samples stay aligned), libswresample (PyAV AudioResampler)
+resamples to 16 kHz and `downmix_weights` (BS.775-style, normalised: no clipping) mixes to mono. Sample k sits at time a_0 + k/16000 where
 a_0 is the first audio frame's time, so a window starting at t_0 + o_w takes samples from
 round((t_0 + o_w - a_0) * 16000), exactly T * 2000 of them (34,000 for 17 frames, 82,000 for 41).
 Zeros are padded only before the audio stream starts or past its end, and a note says so.
@@ -419,17 +419,45 @@ def _displayed_size(info: dict, frame) -> None:
         info["width"], info["height"], info["rotated"] = info["height"], info["width"], True
 
 
-def _frame_rgb_pyav(frame) -> np.ndarray:
-    img = frame.to_ndarray(format="rgb24")
+def _rotate_displayed(img: np.ndarray, rotation: int) -> np.ndarray:
     # display-matrix rotation (phones store portrait video as rotated landscape): PyAV gives the
     # counterclockwise angle the player applies; np.rot90 turns counterclockwise too
-    rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
     if rotation in (90, 180, 270):
         img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
     return img
 
 
-def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tuple[_VideoResult, _AudioResult | None, dict]:
+def _frame_formats_pyav(frame, formats) -> dict[str, np.ndarray]:
+    """The frame in each output format. Shrinking (the usual case) is one libswscale pass from YUV
+    straight to RGB at the cover size (area filter), then a centre crop: converting the full frame
+    to RGB and resizing it afterwards cost 4-5x more CPU (bench/ingest.py; 720p source). Enlarging
+    a frame smaller than the format goes through resize_crop (bicubic)."""
+    rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    src_w, src_h = frame.width, frame.height
+    disp_w, disp_h = (src_h, src_w) if rotation in (90, 270) else (src_w, src_h)
+    out: dict[str, np.ndarray] = {}
+    full = None
+    for fmt in formats:
+        out_w, out_h = FORMATS[fmt]
+        if disp_w < out_w or disp_h < out_h:
+            if full is None:
+                full = _rotate_displayed(frame.to_ndarray(format="rgb24"), rotation)
+            out[fmt] = resize_crop(full, out_w, out_h)
+            continue
+        scale = max(out_w / disp_w, out_h / disp_h)
+        cover_w, cover_h = max(out_w, round(disp_w * scale)), max(out_h, round(disp_h * scale))
+        sw, sh = (cover_h, cover_w) if rotation in (90, 270) else (cover_w, cover_h)
+        img = _rotate_displayed(frame.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA").to_ndarray(),
+                                rotation)
+        x0, y0 = (cover_w - out_w) // 2, (cover_h - out_h) // 2
+        out[fmt] = np.ascontiguousarray(img[y0:y0 + out_h, x0:x0 + out_w])
+    return out
+
+
+def _decode_pyav(path: str, cfg: MediaConfig) -> tuple[_VideoResult, _AudioResult | None, dict, dict | None]:
+    """Probe, plan and decode in one open of the container (opening costs as much as decoding a
+    few frames: a second open per input was ~5% of the CPU on short clips). Returns (video, audio,
+    probe info, planned windows)."""
     import av
 
     try:
@@ -438,6 +466,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
         raise _open_error(path) from None
     with container:
         info = _probe(container, path, cfg)
+        planned = _plan(cfg, info["claimed_duration"])
+        want_audio = cfg.audio and info["has_audio_stream"]
         vstream = container.streams.video[0]
         vstream.thread_type = "AUTO"
         if cfg.decode_threads:
@@ -445,7 +475,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
         if _use_seek(cfg, planned, info):
             video = _decode_pyav_sparse(container, vstream, path, cfg, planned, info)
             if video is not None:
-                return video, (_decode_audio_ranges(path, video.segments) if want_audio else None), info
+                return video, (_decode_audio_ranges(path, video.segments) if want_audio else None), info, planned
             container.seek(0)  # the sparse pass could not verify the file: decode it all
         astream = container.streams.audio[0] if (want_audio and container.streams.audio) else None
         audio = _AudioCollector(astream) if astream is not None else None
@@ -465,9 +495,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
             need = picker.times_in(a - times[0], b - times[0])
             if not need:
                 return
-            img = _frame_rgb_pyav(frame)
-            for fmt in cfg.formats:
-                images[(j, fmt)] = resize_crop(img, *FORMATS[fmt])
+            for fmt, img in _frame_formats_pyav(frame, cfg.formats).items():
+                images[(j, fmt)] = img
             for tau in need:
                 picks[tau] = j
 
@@ -511,7 +540,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, planned, want_audio: bool) -> tupl
         if dropped:
             notes.append(f"dropped {dropped} video frame(s) with non-increasing timestamps")
         video = _VideoResult(times, end, picks, images, notes)
-        return video, (audio.finish(path) if audio is not None else None), info
+        return video, (audio.finish(path) if audio is not None else None), info, planned
 
 
 SEEK_MIN_DURATION_S = 30
@@ -569,10 +598,9 @@ def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned
         hit = [tau for tau in need if a - t0 <= tau < b - t0]
         if not hit:
             return
-        img = _frame_rgb_pyav(frame)
         j = index(a)
-        for fmt in cfg.formats:
-            images[(j, fmt)] = resize_crop(img, *FORMATS[fmt])
+        for fmt, img in _frame_formats_pyav(frame, cfg.formats).items():
+            images[(j, fmt)] = img
         for tau in hit:
             picks[tau] = j
 
@@ -838,14 +866,15 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
         is_image = _is_image(path)
     if is_image:
         return _decode_image(path, cfg)
-    info = _probe_only(path, cfg)
-    planned = _plan(cfg, info["claimed_duration"])
-    want_audio = cfg.audio and info["has_audio_stream"]
-    decode = _decode_decord if cfg.decoder == "decord" else _decode_pyav
     import av
 
     try:
-        video, audio, info = decode(path, cfg, planned, want_audio)
+        if cfg.decoder == "decord":
+            info = _probe_only(path, cfg)
+            planned = _plan(cfg, info["claimed_duration"])
+            video, audio, info = _decode_decord(path, cfg, planned, cfg.audio and info["has_audio_stream"])
+        else:
+            video, audio, info, planned = _decode_pyav(path, cfg)
     except av.error.FFmpegError as err:  # anything FFmpeg raises outside the per-packet handling
         raise MediaError("decode", type(err).__name__, f"{path}: FFmpeg failed while decoding ({err})") from None
     except MemoryError:
