@@ -36,6 +36,7 @@ native hang that holds the GIL, e.g. decord #373, cannot be interrupted any othe
 
 from __future__ import annotations
 
+import bisect
 import math
 import multiprocessing as mp
 import os
@@ -192,9 +193,28 @@ class _Picker:
         self.cfg = cfg
         self.planned = planned  # frames -> selected window indices; None = every window
         self.strides = {t: _stride(cfg, t) for t in cfg.clip_frames}
+        # With the windows planned, every needed time is known up front: a sorted list read with a
+        # cursor (callers go through the frames in time order) instead of window arithmetic in
+        # Fractions for every decoded frame (~10% of the decode worker's CPU on 720p).
+        self._taus: list[Fraction] | None = None
+        if planned is not None:
+            self._taus = sorted({w * self.strides[frames] + Fraction(i, CLIP_FPS)
+                                 for frames, ws in planned.items() for w in ws for i in range(frames)})
+            self._cursor = 0
 
     def times_in(self, a: Fraction, b: Fraction) -> list[Fraction]:
         """Output offsets (from t_0) of all needed frames that fall in [a, b)."""
+        if self._taus is not None:
+            taus, k = self._taus, self._cursor
+            if k > 0 and taus[k - 1] >= a:  # called out of order: find the place again
+                k = bisect.bisect_left(taus, a)
+            while k < len(taus) and taus[k] < a:
+                k += 1
+            start = k
+            while k < len(taus) and taus[k] < b:
+                k += 1
+            self._cursor = k
+            return taus[start:k]
         out: set[Fraction] = set()
         for frames, stride in self.strides.items():
             lo = max(0, math.ceil((a - Fraction(frames - 1, CLIP_FPS)) / stride))
@@ -246,7 +266,7 @@ def _check_path(path: str) -> None:
 def _frac_time(pts: int | None, tb: Fraction | None) -> Fraction | None:
     if pts is None or tb is None:
         return None
-    return pts * Fraction(tb)
+    return Fraction(pts * tb.numerator, tb.denominator)
 
 
 def _claimed_duration(container, stream) -> Fraction | None:
