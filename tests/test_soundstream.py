@@ -143,3 +143,16 @@ def test_bad_input_is_named(tok):
         tok.encode(torch.zeros(2, 34_000))
     with pytest.raises(ValueError, match="int16"):
         tok.encode(torch.zeros(1, 1, 34_000, dtype=torch.int16))
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "paper"])
+def test_untrained_autoencoder_passes_the_signal(recipe):
+    """The init keeps the input-dependent part of encoder -> decoder near the input's scale (torch's
+    default conv init attenuated it ~50 dB below the input-independent, bias-driven output)."""
+    model = AudioTokenizer.from_recipe(recipe)
+    t = torch.arange(8_000) / 16_000
+    wave = (0.3 * torch.sin(2 * torch.pi * 440 * t)).view(1, 1, -1)
+    with torch.no_grad():
+        signal = model.decoder(model.encoder(wave)) - model.decoder(model.encoder(torch.zeros_like(wave)))
+    ratio = float(signal.std() / wave.std())
+    assert 0.05 < ratio < 20, ratio

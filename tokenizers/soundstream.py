@@ -112,6 +112,35 @@ class Decoder(nn.Sequential):
         )
 
 
+RESIDUAL_INIT_SCALE = 0.3
+
+
+@torch.no_grad()
+def init_weights(net: nn.Module) -> None:
+    """Signal-preserving init: conv weights N(0, 1 / fan_in), zero biases, residual branches' output
+    projections scaled by RESIDUAL_INIT_SCALE.
+
+    PyTorch's default conv init (weight variance 1 / (3 fan_in), uniform biases) shrinks the
+    input-dependent signal ~3x in variance per conv; through the ~12 non-residual convs of encoder +
+    decoder it reached the output ~50 dB below the bias-driven, input-independent part (measured on
+    `tiny`: 4e-5 vs 1.2e-2 std), so an untrained model's output ignored its input and training first
+    had to grow that path back (SI-SNR stayed near -50 dB for hundreds of steps). With this init
+    the signal reaches the output at about the input's scale. A transposed conv's fan-in is
+    c_in * kernel / stride (each output sample sums kernel / stride taps per input channel)."""
+    for mod in net.modules():
+        if isinstance(mod, nn.ConvTranspose1d):
+            c_in, _, kernel = mod.weight.shape
+            nn.init.normal_(mod.weight, 0.0, (c_in * kernel / mod.stride[0]) ** -0.5)
+            nn.init.zeros_(mod.bias)
+        elif isinstance(mod, nn.Conv1d):
+            _, c_in, kernel = mod.weight.shape
+            nn.init.normal_(mod.weight, 0.0, (c_in * kernel) ** -0.5)
+            nn.init.zeros_(mod.bias)
+    for mod in net.modules():
+        if isinstance(mod, ResidualUnit):
+            mod.proj.weight.mul_(RESIDUAL_INIT_SCALE)
+
+
 def build_rvq(cfg: SoundStreamConfig) -> nn.Module:
     from vector_quantize_pytorch import ResidualVQ
 
@@ -145,6 +174,8 @@ class AudioTokenizer(nn.Module):
             self.encoder = Encoder(cfg)
             self.rvq = build_rvq(cfg)
             self.decoder = Decoder(cfg)
+            init_weights(self.encoder)
+            init_weights(self.decoder)
             # The library leaves these affine-param buffers uninitialised (torch.empty); zero them
             # so that the same config always gives the same bytes and the same content hash.
             for name, buf in self.rvq.named_buffers():
