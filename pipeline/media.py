@@ -24,10 +24,11 @@ to bilinear there).
 
 Audio: PyAV decodes every audio packet (a packet that fails to decode is skipped and counted, its
 time filled with silence so later samples stay aligned), libswresample (PyAV AudioResampler)
-resamples to 16 kHz and `downmix_weights` (BS.775-style, normalised: no clipping) mixes to mono. Sample k sits at time a_0 + k/16000 where
-a_0 is the first audio frame's time, so a window starting at t_0 + o_w takes samples from
-round((t_0 + o_w - a_0) * 16000), exactly T * 2000 of them (34,000 for 17 frames, 82,000 for 41).
-Zeros are padded only before the audio stream starts or past its end, and a note says so.
+resamples to 16 kHz and `downmix_weights` (BS.775-style, normalised: no clipping) mixes to mono.
+Sample k sits at time a_0 + k/16000 where a_0 is the first audio frame's time, so a window starting
+at t_0 + o_w takes samples from round((t_0 + o_w - a_0) * 16000), exactly T * 2000 of them (34,000
+for 17 frames, 82,000 for 41). Zeros are padded only before the audio stream starts or past its end,
+and a note says so.
 
 Failures raise MediaError(stage, error_class, message). `decode_with_timeout` runs the decode in a
 persistent worker process that is killed and restarted when one input passes the time limit (a
@@ -196,16 +197,16 @@ class _Picker:
         # With the windows planned, every needed time is known up front: a sorted list read with a
         # cursor (callers go through the frames in time order) instead of window arithmetic in
         # Fractions for every decoded frame (~10% of the decode worker's CPU on 720p).
-        self._taus: list[Fraction] | None = None
+        self.planned_times: list[Fraction] | None = None
         if planned is not None:
-            self._taus = sorted({w * self.strides[frames] + Fraction(i, CLIP_FPS)
-                                 for frames, ws in planned.items() for w in ws for i in range(frames)})
+            self.planned_times = sorted({w * self.strides[frames] + Fraction(i, CLIP_FPS)
+                                         for frames, ws in planned.items() for w in ws for i in range(frames)})
             self._cursor = 0
 
     def times_in(self, a: Fraction, b: Fraction) -> list[Fraction]:
         """Output offsets (from t_0) of all needed frames that fall in [a, b)."""
-        if self._taus is not None:
-            taus, k = self._taus, self._cursor
+        if self.planned_times is not None:
+            taus, k = self.planned_times, self._cursor
             if k > 0 and taus[k - 1] >= a:  # called out of order: find the place again
                 k = bisect.bisect_left(taus, a)
             while k < len(taus) and taus[k] < a:
@@ -598,9 +599,7 @@ def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned
     _displayed_size(info, first)
     if t0 is None:
         return None
-    picker = _Picker(cfg, planned)
-    taus = sorted({o for frames, ws in planned.items() for w in ws
-                   for o in (w * picker.strides[frames] + Fraction(i, CLIP_FPS) for i in range(frames))})
+    taus = _Picker(cfg, planned).planned_times
     segments: list[list[Fraction]] = []
     for tau in taus:  # runs of needed times less than 2 s apart share one seek
         if segments and tau - segments[-1][-1] < 2:
