@@ -40,7 +40,7 @@ CLIP_FPS = 8
 # Media settings that never change what a clip contains (they only decide whether it fails).
 _NON_CONTENT_MEDIA_FIELDS = (
     "decode_timeout_s", "max_pixels", "min_side", "strict_duration", "duration_tolerance_s",
-    "condition_batch", "decode_threads",
+    "condition_batch", "decode_threads", "skip_unneeded_frames",
 )
 
 

@@ -278,6 +278,68 @@ def _decode_in_daemon(path: str, q) -> None:
         q.put(("error", type(err).__name__, str(err)))
 
 
+def _same_clips(a, b) -> bool:
+    return len(a) == len(b) and all(
+        (x.window_index, x.format, x.start_time_s, x.source_frame_indices) ==
+        (y.window_index, y.format, y.start_time_s, y.source_frame_indices)
+        and np.array_equal(x.rgb, y.rgb) and ((x.audio is None and y.audio is None) or np.array_equal(x.audio, y.audio))
+        for x, y in zip(a, b))
+
+
+def test_skipping_unneeded_frames_gives_the_same_clips(sample_media, tmp_path, monkeypatch):
+    from videopoet.pipeline import media
+
+    names = [n for n in PICK_FILES if n.endswith(".mp4")] + ["h264_25fps_160x120_12s.mp4", "real/bikes.mp4"]
+    truth = _truth(sample_media)
+    skipped_any = False
+    for lengths, per_video in (((17,), 0), ((17, 41), 2)):
+        cfg = MediaConfig(clips_per_video=per_video, clip_frames=lengths, formats=("square", "portrait"), seek="never")
+        for name in names:
+            path = str(sample_media / name)
+            full = probe_and_decode(path, dataclasses.replace(cfg, skip_unneeded_frames=False))
+            skip = probe_and_decode(path, cfg)
+            assert _same_clips(full, skip), name
+            note = next(n for n in skip[0].notes if n.startswith("skip mode"))
+            decoded, total = (int(w) for w in note.split()[3:6:2])  # "skip mode: decoded D of N frames"
+            assert decoded <= total
+            if "frame_times_s" in truth.get(name, {}):  # the packet index has every frame of the file
+                assert total == len(truth[name]["frame_times_s"]), name
+            skipped_any |= decoded < total
+    assert skipped_any  # B-frames that no window picks were not decoded
+
+    # when what decodes does not fit the packet index, the input is decoded again in full
+    real_plan = media._skip_plan
+
+    def wrong_plan(*args):
+        plan = real_plan(*args)
+        if plan is not None:
+            plan.index.pop(next(iter(plan.needs)))  # a needed frame the index does not know
+        return plan
+
+    monkeypatch.setattr(media, "_skip_plan", wrong_plan)
+    path = str(sample_media / "h264_60fps_320x180.mp4")
+    cfg = MediaConfig(clips_per_video=0)
+    again = probe_and_decode(path, cfg)
+    assert not any(n.startswith("skip mode") for n in again[0].notes)
+    assert _same_clips(again, probe_and_decode(path, dataclasses.replace(cfg, skip_unneeded_frames=False)))
+    monkeypatch.setattr(media, "_skip_plan", real_plan)
+
+    # corrupt packets: the skip pass gives up and the full decode keeps every clip, as without skipping
+    src = sample_media / "h264_25fps_160x120_12s.mp4"
+    with av.open(str(src)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(1)
+    for k in rng.choice(len(packets), 6, replace=False):
+        pos, size = packets[k]
+        n = min(size, 64) // 2 * 2
+        data[pos + size // 2 - n // 2:pos + size // 2 + n // 2] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    bad = tmp_path / "corrupt_video.mp4"
+    bad.write_bytes(bytes(data))
+    assert _same_clips(probe_and_decode(str(bad), cfg),
+                       probe_and_decode(str(bad), dataclasses.replace(cfg, skip_unneeded_frames=False)))
+
+
 def test_time_limit_works_inside_a_daemonic_worker(sample_media):
     import multiprocessing as mp
 
