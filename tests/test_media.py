@@ -278,6 +278,20 @@ def _decode_in_daemon(path: str, q) -> None:
         q.put(("error", type(err).__name__, str(err)))
 
 
+def _corrupt_video_packets(src: Path, dst: Path, count: int = 6) -> Path:
+    """A copy of src with garbage in the middle of `count` video packets."""
+    with av.open(str(src)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(1)
+    for k in rng.choice(len(packets), count, replace=False):
+        pos, size = packets[k]
+        n = min(size, 64) // 2 * 2
+        data[pos + size // 2 - n // 2:pos + size // 2 + n // 2] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 def _same_clips(a, b) -> bool:
     return len(a) == len(b) and all(
         (x.window_index, x.format, x.start_time_s, x.source_frame_indices) ==
@@ -325,17 +339,7 @@ def test_skipping_unneeded_frames_gives_the_same_clips(sample_media, tmp_path, m
     monkeypatch.setattr(media, "_skip_plan", real_plan)
 
     # corrupt packets: the skip pass gives up and the full decode keeps every clip, as without skipping
-    src = sample_media / "h264_25fps_160x120_12s.mp4"
-    with av.open(str(src)) as c:
-        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
-    data = bytearray(src.read_bytes())
-    rng = np.random.default_rng(1)
-    for k in rng.choice(len(packets), 6, replace=False):
-        pos, size = packets[k]
-        n = min(size, 64) // 2 * 2
-        data[pos + size // 2 - n // 2:pos + size // 2 + n // 2] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    bad = tmp_path / "corrupt_video.mp4"
-    bad.write_bytes(bytes(data))
+    bad = _corrupt_video_packets(sample_media / "h264_25fps_160x120_12s.mp4", tmp_path / "corrupt_video.mp4")
     assert _same_clips(probe_and_decode(str(bad), cfg),
                        probe_and_decode(str(bad), dataclasses.replace(cfg, skip_unneeded_frames=False)))
 
@@ -372,16 +376,7 @@ def test_display_rotation_is_applied(tmp_path, rotation):
 @pytest.mark.parametrize("decoder", ["pyav", "decord"])
 def test_corrupt_video_packets_mid_stream_cost_no_clip(sample_media, tmp_path, decoder):
     src = sample_media / "h264_25fps_160x120_12s.mp4"
-    with av.open(str(src)) as c:
-        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
-    data = bytearray(src.read_bytes())
-    rng = np.random.default_rng(1)
-    for k in rng.choice(len(packets), 6, replace=False):  # garbage in the middle of 6 video packets
-        pos, size = packets[k]
-        n = min(size, 64) // 2 * 2
-        data[pos + size // 2 - n // 2:pos + size // 2 + n // 2] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    bad = tmp_path / "corrupt_video.mp4"
-    bad.write_bytes(bytes(data))
+    bad = _corrupt_video_packets(src, tmp_path / "corrupt_video.mp4")
     clips = probe_and_decode(str(bad), MediaConfig(decoder=decoder, clips_per_video=0))
     good = probe_and_decode(str(src), MediaConfig(decoder=decoder, clips_per_video=0))
     assert [c.source_frame_indices for c in clips] == [c.source_frame_indices for c in good]
