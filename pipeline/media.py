@@ -521,7 +521,7 @@ def _skip_plan(path: str, cfg: MediaConfig, planned, info: dict, vstream, fallba
         return None
     tb = Fraction(vstream.time_base)
     pts: list[int] = []
-    durations: dict[int, int] = {}
+    last_pts, last_duration = None, 0  # the last frame in presentation order and its packet duration
     try:
         # no stream probing: only packet timestamps are read (13 -> 2 ms to open bigbuckbunny.mp4)
         with av.open(path, metadata_errors="ignore", options=INDEX_OPEN_OPTIONS) as container:
@@ -531,14 +531,15 @@ def _skip_plan(path: str, cfg: MediaConfig, planned, info: dict, vstream, fallba
                 if packet.pts is None or packet.is_discard or packet.is_corrupt:
                     return None
                 pts.append(packet.pts)
-                durations[packet.pts] = packet.duration or 0
+                if last_pts is None or packet.pts > last_pts:
+                    last_pts, last_duration = packet.pts, packet.duration or 0
     except av.error.FFmpegError:
         return None
     pts.sort()
     if not pts or any(a == b for a, b in zip(pts, pts[1:])):
         return None
-    times = [Fraction(p * tb.numerator, tb.denominator) for p in pts]
-    end = times[-1] + _last_duration(times, durations[pts[-1]] * tb if durations[pts[-1]] else None, fallback_dt)
+    times = [_frac_time(p, tb) for p in pts]
+    end = times[-1] + _last_duration(times, last_duration * tb if last_duration else None, fallback_dt)
     picker = _Picker(cfg, planned)
     needs: dict[int, list[Fraction]] = {}
     for j, p in enumerate(pts):
@@ -559,8 +560,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True
     With a skip plan (H.264/HEVC, `skip_unneeded_frames`), each video packet goes to the decoder
     with skip_frame NONREF unless the pick needs its frame: non-reference frames nobody picks are
     never decoded (a 60 s 720p 30 fps x264 file: 649 of 1,800 frames; the whole job then costs
-    what decoding every frame does). Reference frames always decode, so the pixels of the needed ones are the same.
-    The packet index stands in for the skipped frames' times; if what decodes does not fit it (a
+    what decoding every frame does). Reference frames always decode, so the needed frames get the
+    same pixels. The packet index stands in for the skipped frames' times; if what decodes does not fit it (a
     frame outside the index, out of order, a needed frame missing, a corrupt packet or a frame the
     decoder had to conceal errors in, which may copy from a skipped frame), the input is decoded
     again without skipping."""
