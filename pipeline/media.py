@@ -550,7 +550,7 @@ def _skip_plan(path: str, cfg: MediaConfig, planned, info: dict, vstream, fallba
     return _SkipPlan(times, {p: j for j, p in enumerate(pts)}, needs, end)
 
 
-def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True
+def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_thread: bool = False
                  ) -> tuple[_VideoResult, _AudioResult | None, dict, dict | None]:
     """Probe, plan and decode in one open of the container (opening costs as much as decoding a
     few frames: a second full open per input was ~5% of the CPU on short clips; skip mode's packet
@@ -564,7 +564,11 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True
     same pixels. The packet index stands in for the skipped frames' times; if what decodes does not fit it (a
     frame outside the index, out of order, a needed frame missing, a corrupt packet or a frame the
     decoder had to conceal errors in, which may copy from a skipped frame), the input is decoded
-    again without skipping."""
+    again without skipping.
+
+    A stream with errors is decoded once more on one codec thread: what FFmpeg's error concealment
+    copies into a damaged frame depends on the timing of its frame threads (two threaded decodes
+    of the same corrupt file differed under load), and the same input must give the same clips."""
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -578,7 +582,9 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True
         want_audio = cfg.audio and info["has_audio_stream"]
         vstream = container.streams.video[0]
         vstream.thread_type = "AUTO"
-        if cfg.decode_threads:
+        if one_thread:
+            vstream.codec_context.thread_count = 1
+        elif cfg.decode_threads:
             vstream.codec_context.thread_count = cfg.decode_threads
         if _use_seek(cfg, planned, info):
             video = _decode_pyav_sparse(container, vstream, path, cfg, planned, info)
@@ -667,7 +673,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True
             notes.append(f"demuxing stopped early: {type(err).__name__}")
         if plan is not None:
             if not plan_ok or bad_video or plan_hits != len(plan.needs) or last_frame is None:
-                return _decode_pyav(path, cfg, allow_skip=False)  # the index did not hold: decode everything
+                # the index did not hold: decode everything (on one thread if errors were concealed)
+                return _decode_pyav(path, cfg, allow_skip=False, one_thread=bool(concealed))
             _displayed_size(info, last_frame)
             notes.append(f"skip mode: decoded {plan_decoded} of {len(plan.times)} frames "
                          "(non-reference frames that no window picks were not decoded)")
@@ -675,6 +682,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True
             return video, (audio.finish(path) if audio is not None else None), info, planned
         if prev is None:
             raise MediaError("decode", "NoFramesDecoded", f"{path}: the video stream decoded to no frames")
+        if concealed and not one_thread and vstream.codec_context.thread_count != 1:
+            return _decode_pyav(path, cfg, allow_skip=False, one_thread=True)
         end = prev[2] + _last_duration(times, last_duration, fallback_dt)
         _displayed_size(info, prev[1])
         settle(prev[0], prev[1], prev[2], end)
