@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from videopoet.pipeline import manifest as mf
@@ -177,8 +178,18 @@ def _kill_after_first_commit(inputs_path, out, engine) -> int:
             if time.monotonic() > deadline:
                 raise AssertionError("no batch committed within 240 s")
             time.sleep(0.01)
+        # Ray's raylet and workers are the job's descendants but not all in its process group: kill
+        # every descendant too and wait for them, or a worker could still commit a batch after the
+        # count below (seen once in CI: the rerun found one more committed batch than counted).
+        descendants = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        for member in descendants:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(descendants, timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
