@@ -1,52 +1,64 @@
-"""The `videopoet` command: one subcommand per job.
-
-Each job's module exposes `register(subparsers)`, which adds its subparser and sets
-`func=<callable taking the parsed args and returning an exit code>`. Modules are imported lazily
-at parser-build time only (heavy libraries are imported inside the job functions), so
-`videopoet --help` stays fast.
-"""
+"""The `videopoet` command: every job's argument spec in stage order, one job run per call."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
-from videopoet.config import ConfigError
+from videopoet import commands
 
 # Order is the order `videopoet --help` lists them (the order of the stages).
-COMMAND_MODULES = (
-    "videopoet.samples",
-    "videopoet.pipeline.ingest",
+COMMAND_SPECS = (
+    "videopoet.pipeline.samples_cli",
+    "videopoet.pipeline.ingest_cli",
     "videopoet.tokenizers.cli",
-    "videopoet.pipeline.tokenize",
-    "videopoet.trainer.train",
+    "videopoet.pipeline.tokenize_cli",
+    "videopoet.trainer.train_cli",
     "videopoet.trainer.sample_cli",
-    "videopoet.demo",
+    "videopoet.demo_cli",
 )
+DESCRIPTION = ("VideoPoet data pipeline, tokenizers and trainer. "
+               "Stages: ingest -> train-tokenizer -> tokenize -> train -> sample.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="videopoet",
-        description="VideoPoet data pipeline, tokenizers and trainer. "
-        "Stages: ingest -> train-tokenizer -> tokenize -> train -> sample.",
-    )
+# TRANSITION (removed once every command has its spec module): the old register() modules.
+_LEGACY = {
+    "videopoet.pipeline.samples_cli": "videopoet.samples",
+    "videopoet.pipeline.ingest_cli": "videopoet.pipeline.ingest",
+    "videopoet.pipeline.tokenize_cli": "videopoet.pipeline.tokenize",
+    "videopoet.trainer.train_cli": "videopoet.trainer.train",
+    "videopoet.demo_cli": "videopoet.demo",
+}
+
+
+def build_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="videopoet", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for name in COMMAND_SPECS:
+        try:
+            spec = importlib.import_module(name)
+        except ModuleNotFoundError:
+            importlib.import_module(_LEGACY[name]).register(sub)
+            continue
+        if hasattr(spec, "register"):
+            spec.register(sub)
+            continue
+        spec.add_arguments(sub.add_parser(spec.NAME, help=spec.HELP, description=spec.DESCRIPTION))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        code = args.func(args)
-    except ConfigError as err:
-        print(f"videopoet {args.command}: config error: {err}", file=sys.stderr)
-        return 2
-    return int(code or 0)
+    args = commands.parse(build_parser(), argv)
+    if hasattr(args, "func"):
+        args.run = None
+        try:
+            return int(args.func(args) or 0)
+        except commands.ConfigError as err:
+            print(f"videopoet {args.command}: config error: {err}", file=sys.stderr)
+            return 2
+    return commands.run_args(args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Token shards: the contract between `videopoet tokenize` and `videopoet train` (docs/formats.md).
 
 One Parquet file per shard, one row per clip, holding the raw codes of every modality (no
-vocabulary offsets: `videopoet.trainer.tasks` applies those when it builds a layout) plus
+vocabulary offsets: `videopoet.pipeline.tasks` applies those when it builds a layout) plus
 `len_<task>` columns: the sequence length each task's layout would have for that clip (0 = the
 clip cannot serve that task). The trainer groups clips by (task, length) from those columns alone,
 reading no tokens (Alternating Gradient Descent, trainer/data.py).
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from videopoet.pipeline.tasks import TASK_NAMES, sequence_lengths
 
 TOKEN_FORMAT_VERSION = 1
 VERSION_KEY = b"videopoet.token_format_version"
@@ -73,8 +75,6 @@ class TokenShardError(ValueError):
 
 
 def default_task_names() -> tuple[str, ...]:
-    from videopoet.trainer.tasks import TASK_NAMES
-
     return tuple(TASK_NAMES)
 
 
@@ -83,7 +83,7 @@ def len_column(task: str) -> str:
 
 
 def token_schema(task_names: Sequence[str] | None = None):
-    """The pyarrow schema of a token shard for `task_names` (default: trainer.tasks.TASK_NAMES)."""
+    """The pyarrow schema of a token shard for `task_names` (default: pipeline.tasks.TASK_NAMES)."""
     import pyarrow as pa
 
     names = tuple(task_names) if task_names is not None else default_task_names()
@@ -192,7 +192,7 @@ def normalize_row(row: dict[str, Any], task_names: Sequence[str], where: str = "
     for task in task_names:
         col = len_column(task)
         if col not in row:
-            raise TokenShardError(f"{where}: column {col!r} missing (fill it with trainer.tasks.sequence_lengths)")
+            raise TokenShardError(f"{where}: column {col!r} missing (fill it with pipeline.tasks.sequence_lengths)")
         out[col] = int(row[col])
         if out[col] < 0:
             raise TokenShardError(f"{where}: {col}={out[col]} must be >= 0")
@@ -200,9 +200,7 @@ def normalize_row(row: dict[str, Any], task_names: Sequence[str], where: str = "
 
 
 def with_sequence_lengths(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` plus its len_<task> columns from trainer.tasks.sequence_lengths (0 = task not servable)."""
-    from videopoet.trainer.tasks import sequence_lengths
-
+    """`row` plus its len_<task> columns from pipeline.tasks.sequence_lengths (0 = task not servable)."""
     lengths = sequence_lengths(decode_row(dict(row)))
     return {**row, **{len_column(t): int(n) for t, n in lengths.items()}}
 
@@ -222,7 +220,7 @@ def write_token_shard(
     """Validate and write rows to one Parquet shard atomically; returns the number of rows.
 
     Every row needs its `len_<task>` columns; `compute_lengths=True` fills them with
-    trainer.tasks.sequence_lengths. Nothing is written unless every row is valid.
+    pipeline.tasks.sequence_lengths. Nothing is written unless every row is valid.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -388,7 +386,7 @@ def synthetic_rows(
     A share `image_fraction` are 1-frame square images (text, no audio, no conditions); videos draw
     their length from `num_frames` and their format from `formats`. `visual_codes`/`audio_codes`
     restrict the code range (small ranges make data a tiny model can memorise). `len_<task>` columns
-    are filled by trainer.tasks.sequence_lengths when `with_lengths`. `latent_hw` replaces the
+    are filled by pipeline.tasks.sequence_lengths when `with_lengths`. `latent_hw` replaces the
     latent grid's (h, w) (e.g. (2, 2)) to make short sequences for fast CPU tests of the trainer.
     """
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ once per worker and batched per clip shape:
   fp1/fp5/inpaint/outpaint (videopoet.tokenizers.commit), stylization tokens (the cond video
   through the same tokenizer, paper §4.1), audio tokens (SoundStream, 4 x 106 for 17 frames,
   4 x 256 for 41), text embeddings (frozen encoder, float16 [64, D] + mask), the tokenizers' and text
-  encoder's content hashes, and len_<task> for every task (trainer.tasks.sequence_lengths).
+  encoder's content hashes, and len_<task> for every task (pipeline.tasks.sequence_lengths).
 An image (a 1-frame clip) gets its 256 video tokens and text only.
 
 Output (docs/formats.md, "Tokenize output"): `shards/shard-BBBBBB-00.parquet` (token shards,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from videopoet.pipeline import token_shards as ts
-from videopoet.trainer import tasks as T
+from videopoet.pipeline import tasks as T
 from videopoet.trainer.data import AGDLoader, AGDSampler, DataConfig, ShardIndex
 
 

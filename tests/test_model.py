@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videopoet.trainer import vocab as V
+from videopoet.pipeline import vocab as V
 from videopoet.trainer.model import MODEL_RECIPES, ModelConfig, VideoPoetLM, prefix_lm_mask
 
 torch.set_num_threads(2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from videopoet.trainer import vocab as V
+from videopoet.pipeline import vocab as V
 from videopoet.trainer.model import MODEL_RECIPES, VideoPoetLM
 from videopoet.trainer.sampling import (SamplingConfig, extend_video, filter_logits, generate,
                                         request_row)

@@ -111,12 +111,12 @@ def test_unknown_version_and_foreign_files_are_refused(tmp_path):
 
 
 def test_len_columns_come_from_the_task_layouts(tmp_path):
-    from videopoet.trainer import tasks as T
+    from videopoet.pipeline import tasks as T
 
     rows = ts.synthetic_rows(12, 2, with_lengths=False, num_frames=(17, 41), formats=("square", "portrait"),
                              latent_hw=(2, 2))
     path = tmp_path / "s.parquet"
-    ts.write_token_shard(path, rows, compute_lengths=True)  # default task list: trainer.tasks.TASK_NAMES
+    ts.write_token_shard(path, rows, compute_lengths=True)  # default task list: pipeline.tasks.TASK_NAMES
     assert ts.shard_tasks(path) == T.TASK_NAMES
     for row, back in zip(rows, ts.iter_token_rows(path)):
         for task in T.TASK_NAMES:

@@ -5,8 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from videopoet.trainer import tasks as T
-from videopoet.trainer import vocab as V
+from videopoet.pipeline import tasks as T
+from videopoet.pipeline import vocab as V
 
 
 def make_row(frames=17, fmt="square", text=True, audio=True, cond=True, seed=0, n_text=10):

@@ -358,14 +358,14 @@ def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batc
     """Build the layouts of one group's rows and stack them; every layout must have the group's length."""
     import torch
 
-    from videopoet.trainer.tasks import build_layout
+    from videopoet.pipeline.tasks import build_layout
 
     layouts = [build_layout(plan.task, r) for r in rows]
     for r, lay in zip(rows, layouts):
         if len(lay.tokens) != plan.length:
             raise ValueError(
                 f"task {plan.task}: clip {r.get('key')} has a layout of {len(lay.tokens)} tokens but its "
-                f"len_{plan.task} column says {plan.length}; the token shard was written by another version of trainer.tasks"
+                f"len_{plan.task} column says {plan.length}; the token shard was written by another version of pipeline.tasks"
             )
     prefix_len, text_start = layouts[0].prefix_len, layouts[0].text_start
     if any(l.prefix_len != prefix_len or l.text_start != text_start for l in layouts):

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videopoet.config import RecipeRegistry
-from videopoet.trainer import vocab as V
+from videopoet.pipeline import vocab as V
 
 
 @dataclass

@@ -5,7 +5,7 @@
     gen.video_codes  # LongTensor [B, t, h, w] raw MAGVIT-v2 codes, ready for VideoTokenizer.decode
 
 How it decodes:
-- the task's layout (trainer.tasks) fixes everything but the generated codes: the prefix goes
+- the task's layout (pipeline.tasks) fixes everything but the generated codes: the prefix goes
   through the model once (bidirectional), then one position at a time through a KV cache;
 - special tokens of the output (<eov_o>, <boa_o>, <eos>, ...) are forced, and every sampled
   position is restricted to its modality's ids: visual ids for video, and for audio the ids of
@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from videopoet.trainer import vocab as V
-from videopoet.trainer.tasks import TASK_NAMES, Layout, build_layout
+from videopoet.pipeline import vocab as V
+from videopoet.pipeline.tasks import TASK_NAMES, Layout, build_layout
 
 FP_CONDITION_FRAMES = 5
 

@@ -9,7 +9,7 @@ Text never enters as ids: T5 embeddings are projected into TEXT_SLOTS reserved p
 `<bot_i>`; those positions hold the placeholder id `<text>` in the token sequence.
 
 The special ids below are part of the checkpoint format: never renumber one, only add new ones in
-the unused range. Token shards store raw codes; offsets are applied here, by trainer.tasks.
+the unused range. Token shards store raw codes; offsets are applied here, by pipeline.tasks.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ SPECIAL_TOKENS: dict[str, int] = {
 }
 
 # One <task> token per kind of output relation (paper §4.1: "a unique token for each unique output";
-# t2v, i2v and unconditional generation share one). Which task names use which is in trainer.tasks.
+# t2v, i2v and unconditional generation share one). Which task names use which is in pipeline.tasks.
 TASK_TOKENS: dict[str, int] = {
     "<task_video>": 32,  # generate a video (or image) from text / first frame / audio / nothing
     "<task_fp>": 33,  # frame prediction: continue a video from COMMIT-encoded first frames

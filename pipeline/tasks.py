@@ -1,6 +1,6 @@
 """Pretraining tasks: each turns one token-shard row into a Fig. 3 sequence layout (paper §4.1).
 
-A layout is one flat id sequence in the unified vocabulary (trainer.vocab):
+A layout is one flat id sequence in the unified vocabulary (pipeline.vocab):
 
     <bos> <task> [<bot_i> <text>x64 <eot_i>] [<bov_i> visual <eov_i>] [<boa_i> audio <eoa_i>] [<res>] [<dur_41>] <bov_o>
     |---------------------------------------- prefix: bidirectional, no loss ---------------------------------------|
@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from videopoet.trainer import vocab as V
+from videopoet.pipeline import vocab as V
 
 TEXT_SLOTS = V.TEXT_SLOTS
 FP5_FRAMES = 5  # frames of condition in fp5 / avcont (paper A.2: K600 uses 5 condition frames)
