@@ -199,7 +199,7 @@ def load_condition_model(cfg: IngestConfig) -> Any:
     """The media ConditionModel, or None when neither flow nor depth is wanted (no torch import)."""
     if cfg.media.flow == "none" and cfg.media.depth == "none":
         return None
-    from videopoet.pipeline.media import ConditionModel
+    from videopoet.pipeline.conditions import ConditionModel
 
     return ConditionModel(cfg.media)
 

@@ -301,7 +301,7 @@ def _same_clips(a, b) -> bool:
 
 
 def test_skipping_unneeded_frames_gives_the_same_clips(sample_media, tmp_path, monkeypatch):
-    from videopoet.pipeline import media
+    from videopoet.pipeline.media import pyav as media  # _decode_pyav looks _skip_plan up here
 
     names = [n for n in PICK_FILES if n.endswith(".mp4")] + ["h264_25fps_160x120_12s.mp4", "real/bikes.mp4"]
     truth = _truth(sample_media)

@@ -1,0 +1,78 @@
+"""Opening and probing an input: path checks, open-error diagnosis, stream facts, exact rational times."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+from videopoet.pipeline.media.config import MediaConfig
+from videopoet.pipeline.media.errors import MediaError
+
+
+def _open_error(path: str) -> MediaError:
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head[4:8] == b"ftyp":
+        return MediaError("open", "TruncatedContainer",
+                          f"{path}: an MP4/MOV file without a readable index (moov); truncated download? ({size} bytes)")
+    return MediaError("open", "UnrecognizedFormat", f"{path}: not a media container FFmpeg can read ({size} bytes)")
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise MediaError("open", "FileNotFound", f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise MediaError("open", "NotAFile", f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise MediaError("open", "ZeroByteFile", f"{path}: the file is empty (0 bytes)")
+
+
+def _frac_time(pts: int | None, tb: Fraction | None) -> Fraction | None:
+    if pts is None or tb is None:
+        return None
+    return Fraction(pts * tb.numerator, tb.denominator)
+
+
+def _claimed_duration(container, stream) -> Fraction | None:
+    if stream.duration and stream.time_base:
+        return stream.duration * Fraction(stream.time_base)
+    if container.duration:
+        return Fraction(container.duration, 1_000_000)
+    return None
+
+
+def _probe(container, path: str, cfg: MediaConfig) -> dict:
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise MediaError("probe", "NoVideoStream", f"{path}: no video stream (streams: {kinds})")
+    v = container.streams.video[0]
+    w, h = v.codec_context.width, v.codec_context.height
+    if not w or not h:
+        raise MediaError("probe", "NoFrameSize", f"{path}: the video stream has no frame size")
+    if w * h > cfg.max_pixels:
+        raise MediaError("probe", "ResolutionTooLarge",
+                         f"{path}: {w}x{h} = {w * h} pixels exceeds max_pixels={cfg.max_pixels}")
+    if min(w, h) < cfg.min_side:
+        raise MediaError("probe", "ResolutionTooSmall", f"{path}: {w}x{h} is smaller than min_side={cfg.min_side}")
+    if v.codec_context.codec is None:
+        raise MediaError("probe", "UnsupportedCodec", f"{path}: no decoder for the video codec")
+    avg = v.average_rate or v.guessed_rate or v.base_rate
+    return {
+        "width": w, "height": h,
+        "claimed_duration": _claimed_duration(container, v),
+        "claimed_frames": int(v.frames or 0),
+        "average_fps": float(avg) if avg else None,
+        "has_audio_stream": bool(container.streams.audio),
+    }
+
+
+def _probe_only(path: str, cfg: MediaConfig) -> dict:
+    import av
+
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError:
+        raise _open_error(path) from None
+    with container:
+        return _probe(container, path, cfg)
