@@ -19,6 +19,8 @@ from typing import Any, Callable, Literal, TypeVar, Union, get_args, get_origin,
 
 import yaml
 
+from videopoet.assets import packaged_config
+
 T = TypeVar("T")
 
 
@@ -257,8 +259,11 @@ class RecipeRegistry(typing.Generic[T]):
         text = str(name_or_path)
         if text in self._recipes:
             cfg = self._recipes[text]()
-        elif text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file():
+        elif text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file() or packaged_config(text):
             path = Path(text)
+            if not path.is_file():
+                # configs/NAME.yaml or NAME: the YAML packaged with videopoet (works from a wheel too)
+                path = packaged_config(text) or path
             if not path.is_file():
                 raise ConfigError(f"config={text!r}: no such file")
             data = yaml.safe_load(path.read_text()) or {}

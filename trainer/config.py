@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from videopoet.assets import DEEPSPEED_DIR
 from videopoet.config import RecipeRegistry
 from videopoet.trainer.data import DataConfig
 from videopoet.trainer.model import MODEL_RECIPES, ModelConfig
-
-DEEPSPEED_DIR = Path(__file__).resolve().parent.parent / "infra" / "deepspeed"
 
 
 @dataclass
