@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from videopoet.tracking import tracking_uri
+
 STAGES: list[tuple[str, Callable[[Path, argparse.Namespace], str]]] = []
 
 # Tiny settings for 2 CPU cores. Every stage is the same command a user runs; the demo prints it.
@@ -138,27 +140,13 @@ def run(args: argparse.Namespace) -> int:
         marker.write_text(summary + "\n")
         print(f"== {name}: {summary} ({time.perf_counter() - t0:.1f} s)", flush=True)
     print(f"\ndemo finished in {time.perf_counter() - t_all:.1f} s; outputs under {out}")
-    from videopoet.tracking import tracking_uri
-
     print(f"MLflow runs: {tracking_uri()}  (look: .venv/bin/mlflow ui --backend-store-uri {tracking_uri()})")
     if (out / "sample.mp4").exists():
         print(f"sampled video: {out / 'sample.mp4'}")
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo", help="run every stage end to end on the embedded defaults (CPU, minutes)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    parser.add_argument("--fresh", action="store_true", help="delete the output directory first")
-    parser.add_argument("--stages", default="", help="comma-separated subset of stages to run (always rerun)")
-    parser.add_argument("--tokenizer-steps", type=int, default=40, help="video tokenizer training steps")
-    parser.add_argument("--audio-steps", type=int, default=20, help="audio tokenizer training steps")
-    parser.add_argument("--lm-steps", type=int, default=100, help="LM training steps")
-    parser.set_defaults(func=run)
-
-
 if __name__ == "__main__":
-    sys.exit(run(argparse.Namespace(out="demo_out", fresh=False, stages="", tokenizer_steps=40, audio_steps=20, lm_steps=100)))
+    from videopoet import commands, demo_cli
+
+    sys.exit(commands.main_for(demo_cli))
