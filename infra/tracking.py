@@ -1,9 +1,11 @@
-"""MLflow tracking for every job: one helper opens a run and records what made it.
+"""MLflow tracking for every job: open a run that records what made it, and log to it.
 
 Default tracking URI: a SQLite file `mlflow.db` in the working directory (nothing to start), with
 artifacts under `./mlartifacts`. Set MLFLOW_TRACKING_URI to use a tracking server instead.
 Every run gets: the resolved config (params + config.yaml artifact), the job name, package
-versions, the git commit of the code, and the host.
+versions, the git commit of the code, and the host. `start_run` is the context manager the data
+jobs use; `Tracker` is the one logging API of the three training jobs (start, params, metrics,
+artifacts, tags, end), also usable from a Ray Train worker attached to the driver's run.
 """
 
 from __future__ import annotations
@@ -113,3 +115,111 @@ def start_run(
         mlflow.log_dict(versions, "versions.json")
         mlflow.set_tags({f"version.{k}": v for k, v in versions.items()})
         yield run
+
+
+class Tracker:
+    """The one MLflow API of the training jobs: start a run, log params, metrics, artifacts, tags, end.
+
+    `Tracker.start(job, config)` opens a run here (rank 0 or the driver); `Tracker.attach(run_id)`
+    continues a run another process opened (a Ray Train worker of the driver's run);
+    `Tracker.disabled()` is a no-op tracker (ranks > 0). Metrics are buffered and written with
+    MlflowClient.log_batch on `flush()` (and at `end()`), so a per-step log costs no round trip;
+    everything goes through the client with an explicit run id (no fluent active-run state), so the
+    same object works in a driver, a worker or a thread.
+    """
+
+    def __init__(self, run_id: str | None, *, uri: str | None = None, context: Any = None):
+        self.run_id = run_id
+        self.uri = uri or tracking_uri()
+        self._context = context  # the start_run context manager this tracker owns, if any
+        self._buffer: list[tuple[str, float, int]] = []
+        self._client = None
+
+    # -- opening and closing ------------------------------------------------------------------
+    @classmethod
+    def start(cls, job: str, config: Any = None, *, run_name: str | None = None,
+              tags: dict[str, str] | None = None) -> "Tracker":
+        context = start_run(job, config, run_name=run_name, tags=tags)
+        run = context.__enter__()
+        return cls(run.info.run_id, context=context)
+
+    @classmethod
+    def attach(cls, run_id: str | None, uri: str | None = None) -> "Tracker":
+        return cls(run_id, uri=uri) if run_id else cls.disabled()
+
+    @classmethod
+    def disabled(cls) -> "Tracker":
+        return cls(None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.run_id is not None
+
+    def end(self, failed: bool = False) -> None:
+        self.flush()
+        if self._context is not None:
+            context, self._context = self._context, None
+            if failed:
+                context.__exit__(RuntimeError, RuntimeError("training failed"), None)
+            else:
+                context.__exit__(None, None, None)
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.end(failed=exc_type is not None)
+
+    # -- logging ----------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.enabled and params:
+            from mlflow.entities import Param
+
+            items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow's batch limit
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, Any], step: int, *, flush: bool = True) -> None:
+        """Buffer the finite numeric entries of `metrics` at `step`; write them now unless flush=False."""
+        if not self.enabled:
+            return
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                continue
+            self._buffer.append((key, float(value), int(step)))
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled or not self._buffer:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, s) for k, v, s in self._buffer]
+        for i in range(0, len(items), 1000):  # MLflow's batch limit
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+        self._buffer.clear()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.enabled:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, str(value))

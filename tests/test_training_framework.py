@@ -1,0 +1,161 @@
+"""The shared training framework: one checkpoint layout and resume policy, the loop cadence, the tracker."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from videopoet.checkpoint import CheckpointError
+from videopoet.config import ConfigError
+from videopoet.training.checkpoints import FORMAT_VERSION, CheckpointManager, config_diff
+from videopoet.training.loop import Cadence, run_loop
+
+CFG = {"optim": {"lr": 1e-3, "betas": [0.9, 0.99]}, "steps": 10, "model": {"channels": 8}}
+
+
+def _manager(run_dir, config=CFG, keep=2):
+    return CheckpointManager(run_dir, kind="test-train", config=config, keep=keep)
+
+
+def _payload(directory: Path) -> None:
+    (directory / "state.txt").write_text("x")
+
+
+def test_layout_meta_and_latest(tmp_path):
+    m = _manager(tmp_path)
+    assert m.latest() is None and m.resume_point() is None
+    for step in (2, 10, 4):
+        m.save(step, _payload, extra={"epoch": 1})
+    latest = m.latest()
+    assert latest == tmp_path / "checkpoints" / "step_00000010"
+    meta = json.loads((latest / "meta.json").read_text())
+    assert meta["format_version"] == FORMAT_VERSION and meta["step"] == 10 and meta["config"] == CFG
+    assert meta["extra"] == {"epoch": 1} and (latest / "state.txt").read_text() == "x"
+    path, meta2 = m.resume_point()
+    assert path == latest and meta2 == meta
+
+
+def test_keep_last_n(tmp_path):
+    m = _manager(tmp_path, keep=2)
+    for step in range(1, 6):
+        m.save(step, _payload)
+    assert [p.name for p in m.steps()] == ["step_00000004", "step_00000005"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000004", "step_00000005"]
+
+
+def test_atomic_write_leaves_no_partial_directory(tmp_path):
+    m = _manager(tmp_path)
+    m.save(1, _payload)
+
+    def dies(directory: Path) -> None:
+        (directory / "half.bin").write_bytes(b"0" * 10)
+        raise KeyboardInterrupt("killed while writing")
+
+    with pytest.raises(KeyboardInterrupt):
+        m.save(2, dies)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001"]
+    assert m.latest().name == "step_00000001"
+    # a staging directory left by a hard kill is never taken for a checkpoint
+    m.begin(3)
+    (m.staging_dir(3) / "half.bin").write_bytes(b"0")
+    assert m.latest().name == "step_00000001" and m.resume_point()[0].name == "step_00000001"
+
+
+def test_changed_config_is_refused_naming_the_differing_keys(tmp_path):
+    _manager(tmp_path).save(3, _payload)
+    changed = {**CFG, "optim": {"lr": 1e-2, "betas": [0.9, 0.99]}, "model": {"channels": 16}}
+    with pytest.raises(ConfigError, match="different config") as err:
+        _manager(tmp_path, config=changed).resume_point()
+    message = str(err.value)
+    assert "optim.lr" in message and "model.channels" in message and "betas" not in message
+    assert "\n" not in message
+    assert config_diff(CFG, changed) == ["model.channels", "optim.lr"]
+
+
+@pytest.mark.parametrize("old", ["train_state/step_00000002", "checkpoint_00000002", "checkpoints/step_00000002"])
+def test_old_layouts_are_refused_with_their_version(tmp_path, old):
+    d = tmp_path / old
+    d.mkdir(parents=True)
+    (d / "meta.json").write_text(json.dumps({"kind": "x", "format_version": 1, "config": {}}))
+    with pytest.raises(CheckpointError, match="older layout.*format version 1"):
+        _manager(tmp_path).resume_point()
+
+
+class _Counter:
+    """A minimal StatefulTrainer: the loss is the step number."""
+
+    def __init__(self):
+        self.step = 0
+        self.saved: list[int] = []
+        self.evaluated: list[int] = []
+
+    def train_step(self):
+        self.step += 1
+        return {"loss": float(self.step)}
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = state["step"]
+
+    def save_payload(self, directory):
+        pass
+
+    def load_payload(self, directory):
+        pass
+
+    def evaluate(self):
+        self.evaluated.append(self.step)
+        return {"eval/x": 1.0}
+
+    def export(self, directory):
+        return None
+
+
+def test_loop_cadence_and_absolute_stop_after():
+    t = _Counter()
+    logged = []
+    cadence = Cadence(max_steps=7, log_every=2, eval_every=3, save_every=3, stop_after=5)
+    result = run_loop(t, cadence, save=lambda: t.saved.append(t.step),
+                      log=lambda m, s, due: due and logged.append(s))
+    assert result.stopped and result.reason == "stop_after" and result.step == 5
+    assert t.saved == [3, 5] and t.evaluated == [3] and logged == [2, 4]  # a stop is a checkpoint
+    # stop_after is absolute: resuming at step 5 with stop_after=5 runs nothing
+    assert run_loop(t, cadence, save=lambda: t.saved.append(t.step)).steps_run == 0
+    cadence.stop_after = None
+    result = run_loop(t, cadence, save=lambda: t.saved.append(t.step))
+    assert not result.stopped and result.step == 7 and t.saved == [3, 5, 6, 7] and t.evaluated == [3, 6, 7]
+
+
+def test_loop_stop_request_checkpoints_at_a_step_boundary():
+    t = _Counter()
+    result = run_loop(t, Cadence(max_steps=100, save_every=50), save=lambda: t.saved.append(t.step),
+                      stop_requested=lambda: t.step >= 4)
+    assert result.reason == "stop_request" and result.step == 4 and t.saved == [4]
+
+
+def test_tracker_logs_params_metrics_artifacts_and_tags(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from videopoet.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("VIDEOPOET_EXPERIMENT", "test-framework")
+    (tmp_path / "a.txt").write_text("hi")
+    with Tracker.start("test-job", {"lr": 0.1}) as tracker:
+        tracker.log_metrics({"loss": 1.0, "name": "skipped"}, step=1, flush=False)
+        tracker.log_metrics({"loss": 0.5}, step=2)
+        tracker.log_params({"extra": 3})
+        tracker.log_artifact(tmp_path / "a.txt", "files")
+        tracker.set_tags({"k": "v"})
+        Tracker.attach(tracker.run_id).log_metrics({"worker/loss": 2.0}, step=1)
+        run_id = tracker.run_id
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0, 0.5]
+    assert run.data.params["lr"] == "0.1" and run.data.params["extra"] == "3" and run.data.tags["k"] == "v"
+    assert run.data.metrics["worker/loss"] == 2.0 and run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run_id, "files")] == ["files/a.txt"]
+    Tracker.disabled().log_metrics({"loss": 1.0}, step=0)  # a no-op on ranks > 0
