@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from videopoet.pipeline.media import MediaConfig, MediaError, probe_and_decode
-from videopoet.samples import counter_side_in_output, decode_counter, make_samples
+from videopoet.pipeline.samples import make_samples
+from videopoet.pipeline.samples_counter import counter_side_in_output, decode_counter
 
 
 def _corrupt_audio_copy(src: Path, dst: Path) -> None:
@@ -104,7 +105,8 @@ def main() -> int:
     # seek mode on a long video: 4 kept 17-frame windows out of 120 s
     from fractions import Fraction
 
-    from videopoet.samples import SEED, VideoSpec, _write_video
+    from videopoet.pipeline.samples_content import SEED, VideoSpec
+    from videopoet.pipeline.samples_write import _write_video
 
     long_path = Path(tmp.name) / "long_120s.mp4"
     _write_video(long_path, VideoSpec("long_120s.mp4", 320, 240, Fraction(30), 3600, "pan", 1,

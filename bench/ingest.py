@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.inputs:
             root = Path(args.inputs).resolve()
         else:
-            from videopoet.samples import make_samples
+            from videopoet.pipeline.samples import make_samples
 
             root = work / "media"
             make_samples(root)

