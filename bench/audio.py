@@ -237,7 +237,7 @@ def bench_learn(budget_cpu_s: float, max_wall_s: float, n_train: int, overrides:
 
     from videopoet.config import to_dict
     from videopoet.tokenizers.soundstream import AudioTokenizer
-    from videopoet.tokenizers.train_audio import RECIPES, Trainer
+    from videopoet.tokenizers.train_audio import RECIPES, AudioTokenizerTrainer as Trainer
 
     cfg = RECIPES.get("tiny", ["data.holdout_fraction=0", *overrides])
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,12 +1,12 @@
 """SoundStream training job: runs on clip shards, resumes exactly, tracks in MLflow."""
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from videopoet import commands
 from videopoet.config import ConfigError
 from videopoet.pipeline.clip_shards import Clip, write_clip_shard
 from videopoet.tokenizers import train_audio
@@ -53,6 +53,13 @@ def _mlflow(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
+def _parse(argv):
+    """`videopoet train-tokenizer audio ARGV` parsed by the command's argument spec."""
+    from videopoet.tokenizers import cli
+
+    return commands.parse(commands.build_parser([cli]), ["train-tokenizer", "audio", *argv])
+
+
 def _losses(out):
     return [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
 
@@ -79,7 +86,7 @@ def test_resume_equals_uninterrupted(shards, tmp_path):
     cfg = train_audio.RECIPES.get("tiny", FAST)
     full = train_audio.train(cfg, shards, tmp_path / "full", quiet=True)
     part = train_audio.train(cfg, shards, tmp_path / "part", stop_after=2, quiet=True)
-    assert part["step"] == 2 and (tmp_path / "part" / "train_state" / "step_00000002").is_dir()
+    assert part["step"] == 2 and (tmp_path / "part" / "checkpoints" / "step_00000002").is_dir()
     resumed = train_audio.train(cfg, shards, tmp_path / "part", quiet=True)
     assert resumed["steps_this_run"] == 2 and resumed["step"] == 4
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "part")
@@ -99,10 +106,8 @@ def test_cli_run_logs_mlflow(shards, tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    parser = argparse.ArgumentParser()
-    train_audio.add_arguments(parser)
-    args = parser.parse_args(["--data", str(shards), "--out", str(tmp_path / "out"), "--run-name", "audio-test", *FAST])
-    assert train_audio.run(args) == 0
+    args = _parse(["--data", str(shards), "--out", str(tmp_path / "out"), "--run-name", "audio-test", *FAST])
+    assert commands.resolve(args.run)(args) == 0
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["videopoet"], filter_string="tags.`videopoet.job` = 'train-tokenizer-audio'",
                               output_format="list")
@@ -119,11 +124,9 @@ def test_cli_run_logs_mlflow(shards, tmp_path):
 
 
 def test_bad_arguments(shards, tmp_path):
-    parser = argparse.ArgumentParser()
-    train_audio.add_arguments(parser)
     with pytest.raises(ConfigError, match="data.batch_size"):
-        train_audio.run(parser.parse_args(["--data", str(shards), "data.batch_size=two"]))
-    assert train_audio.run(parser.parse_args(["--data", str(tmp_path / "missing")])) == 2
+        train_audio.run(_parse(["--data", str(shards), "data.batch_size=two"]))
+    assert train_audio.run(_parse(["--data", str(tmp_path / "missing")])) == 2
 
 
 def test_audio_metrics_closed_forms():

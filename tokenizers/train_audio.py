@@ -14,12 +14,15 @@ Losses (SoundStream, arXiv 2107.03312; ../shared/reference/tokenizer.md §4):
   terms start after `loss.gan_start_step` (reconstruction-only warm-up).
 
 Outputs under --out:
-  tokenizer/                 the latest AudioTokenizer checkpoint (kind "soundstream"; what
-                             `videopoet tokenize` loads), written at every save and at the end
-  train_state/step_NNNNNNNN/ everything needed to resume exactly: model, discriminators, both
-                             optimisers, step, RNG states, data position (kind "soundstream-train")
-  losses.jsonl               one line per step (step, losses), also logged to MLflow
-A second run with the same --out resumes from the newest train_state (the config must match).
+  tokenizer/                  the latest AudioTokenizer checkpoint (kind "soundstream"; what
+                              `videopoet tokenize` loads), written at every save and at the end
+  checkpoints/step_NNNNNNNN/  the shared training-checkpoint layout (videopoet.training.checkpoints,
+                              kind "soundstream-train"): state.pt = model, discriminators, both
+                              optimisers, step, RNG states, data position
+  losses.jsonl                one line per step (step, losses), also logged to MLflow
+A second run with the same --out resumes from the newest checkpoint (a different config is refused,
+naming the differing keys). `--num-workers 0` (default) trains in this process; 1 runs the same
+worker as one Ray Train worker; more (DDP) is not implemented for this job and is refused.
 
 Data: audio of the clips in --data (clips without audio are skipped). Each clip is held out for
 evaluation when sha1(key) falls in the `data.holdout_fraction`; held-out clips are never trained
@@ -30,228 +33,29 @@ Shard order is reshuffled every epoch.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from videopoet.config import RecipeRegistry
-from videopoet.tokenizers import soundstream_config
-from videopoet.tokenizers.soundstream_config import SoundStreamConfig
+import torch
+from torch.nn import functional as F
 
-TRAIN_STATE_KIND = "soundstream-train"
-
-
-@dataclass
-class DiscConfig:
-    wave_scales: int = 3
-    wave_channels: int = 16
-    wave_max_channels: int = 1024
-    stft_channels: int = 32
-    stft_window: int = 1024
-    stft_hop: int = 256
-
-
-@dataclass
-class LossConfig:
-    rec_weight: float = 1.0
-    adv_weight: float = 1.0
-    feat_weight: float = 100.0
-    # Time-domain L1 (EnCodec's l_t); 0 in the SoundStream recipe. The tiny recipe turns it on:
-    # with minutes of CPU training, mel + GAN alone do not align the waveform's phase (SI-SNR).
-    wave_weight: float = 0.0
-    mel_windows: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
-    n_mels: int = 64
-    # Floor of the mel magnitudes before the log. At 1e-5 the sqrt(w/2)-weighted log term of digital
-    # silence (exact zeros between clicks or bursts) dwarfs everything else until the decoder emits
-    # ~1e-7; the tiny recipe floors at 1e-2 (~ -95 dB under a full-scale tone at w 2048).
-    log_floor: float = 1e-5
-    gan_start_step: int = 2000
-
-    def validate(self) -> None:
-        if any(w < 16 or w & (w - 1) for w in self.mel_windows):
-            raise ValueError(f"mel_windows {self.mel_windows}: each must be a power of two >= 16")
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1e-4
-    disc_lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
-    grad_clip: float = 10.0
-
-
-@dataclass
-class DataConfig:
-    segment_samples: int = 16_000
-    batch_size: int = 16
-    holdout_fraction: float = 0.05
-    eval_clips: int = 8
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.segment_samples < 2048:
-            raise ValueError(f"segment_samples={self.segment_samples}: at least 2048 (the largest mel window)")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction={self.holdout_fraction} must lie in [0, 1)")
-
-
-@dataclass
-class AudioTrainConfig:
-    model: SoundStreamConfig = field(default_factory=SoundStreamConfig)
-    disc: DiscConfig = field(default_factory=DiscConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    steps: int = 100_000
-    log_every: int = 50
-    eval_every: int = 2000
-    save_every: int = 2000
-    keep_checkpoints: int = 2
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.log_every < 1 or self.eval_every < 1 or self.save_every < 1:
-            raise ValueError("steps, log_every, eval_every and save_every must be positive")
-        if self.data.segment_samples < self.model.hop:
-            raise ValueError("data.segment_samples is shorter than one frame")
-
-
-RECIPES: RecipeRegistry[AudioTrainConfig] = RecipeRegistry(AudioTrainConfig)
-
-
-@RECIPES.register
-def paper() -> AudioTrainConfig:
-    """SoundStream at 16 kHz (C = 32), 2 s crops, batch 32, GAN after 2k steps.
-
-    3,200 frames per step is 3.1 per code, above SoundStream's dead-code threshold of 2 (with
-    fewer, EMA counts stay below 2 and most codes are re-drawn every step).
-
-    videopoet train-tokenizer audio --data CLIP_SHARDS --config paper
-    """
-    return AudioTrainConfig(model=soundstream_config.paper(), data=DataConfig(segment_samples=32_000, batch_size=32))
-
-
-@RECIPES.register
-def tiny() -> AudioTrainConfig:
-    """CPU-sized: tiny model and discriminators, 0.5 s crops, batch 8; minutes on a laptop.
-
-    Time-domain L1 at 100,000: the mel term's gradient ignores phase and dominates a smaller L1
-    (bench/audio.py --learn, 600 CPU-s, held-out mel distance / SI-SNR: 1.36 / -35.9 dB at 20,000,
-    1.31 / -29.2 dB at 100,000, 1.61 / -21.4 dB at 200,000; at 2,000 SI-SNR was -48.7 dB after 150
-    CPU-s). GAN after 1,000 reconstruction-only steps (a GAN step costs ~2 plain ones, and at step
-    300 the waveform is not aligned yet).
-
-    videopoet train-tokenizer audio --data CLIP_SHARDS --config tiny steps=200
-    """
-    # 200 frames per step is 0.2 per code: the dead-code threshold scales down with it.
-    return AudioTrainConfig(
-        model=dataclasses.replace(soundstream_config.tiny(), dead_code_threshold=0.1),
-        disc=DiscConfig(wave_channels=4, wave_max_channels=64, stft_channels=8),
-        loss=LossConfig(gan_start_step=1000, wave_weight=100_000.0, log_floor=1e-2),
-        optim=OptimConfig(lr=1e-3, disc_lr=3e-4, betas=[0.8, 0.99], grad_clip=10.0),
-        data=DataConfig(segment_samples=8000, batch_size=8, eval_clips=4),
-        steps=1500, log_every=10, eval_every=250, save_every=250,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# discriminators and losses (small plain modules; torch imported lazily for a fast --help)
-
-
-def build_modules():
-    import torch
-    from torch import nn
-    from torch.nn import functional as F
-    from torch.nn.utils.parametrizations import weight_norm
-
-    from videopoet.eval.audio_metrics import MelSpectrogram
-
-    class WaveDiscriminator(nn.Module):
-        """MelGAN discriminator: grouped strided convs; returns (logits, feature maps)."""
-
-        def __init__(self, channels: int, max_channels: int):
-            super().__init__()
-            widths = [channels] + [min(channels * 4 ** i, max_channels) for i in range(1, 5)]
-            layers = [weight_norm(nn.Conv1d(1, channels, 15, padding=7))]
-            for c_in, c_out in zip(widths[:-1], widths[1:]):
-                layers.append(weight_norm(nn.Conv1d(c_in, c_out, 41, stride=4, padding=20, groups=max(1, c_in // 4))))
-            layers.append(weight_norm(nn.Conv1d(widths[-1], widths[-1], 5, padding=2)))
-            self.layers = nn.ModuleList(layers)
-            self.out = weight_norm(nn.Conv1d(widths[-1], 1, 3, padding=1))
-
-        def forward(self, x):
-            feats = []
-            for layer in self.layers:
-                x = F.leaky_relu(layer(x), 0.2)
-                feats.append(x)
-            return self.out(x), feats
-
-    class STFTDiscriminator(nn.Module):
-        """SoundStream's STFT discriminator on real and imaginary parts as 2 channels [B, 2, T, F]."""
-
-        def __init__(self, channels: int, window: int, hop: int):
-            super().__init__()
-            self.window, self.hop = window, hop
-            self.register_buffer("hann", torch.hann_window(window), persistent=False)
-            layers = [weight_norm(nn.Conv2d(2, channels, 7, padding=3))]
-            c_in = channels
-            for mult, stride in ((1, (1, 2)), (2, (2, 2)), (4, (1, 2)), (4, (2, 2)), (8, (1, 2)), (8, (2, 2))):
-                c_out = channels * mult
-                layers.append(weight_norm(nn.Conv2d(c_in, c_in, 3, padding=1)))
-                layers.append(weight_norm(nn.Conv2d(c_in, c_out, (stride[0] + 2, stride[1] + 2), stride=stride,
-                                                    padding=1)))
-                c_in = c_out
-            self.layers = nn.ModuleList(layers)
-            self.out = weight_norm(nn.Conv2d(c_in, 1, 1))
-
-        def forward(self, wave):
-            spec = torch.stft(wave.squeeze(1), self.window, self.hop, window=self.hann, return_complex=True)
-            x = torch.view_as_real(spec).permute(0, 3, 2, 1)  # [B, 2, T, F]
-            feats = []
-            for layer in self.layers:
-                x = F.leaky_relu(layer(x), 0.2)
-                feats.append(x)
-            return self.out(x).mean(dim=-1), feats  # logits over time [B, 1, T']
-
-    class Discriminators(nn.Module):
-        def __init__(self, cfg: DiscConfig):
-            super().__init__()
-            self.waves = nn.ModuleList(WaveDiscriminator(cfg.wave_channels, cfg.wave_max_channels)
-                                       for _ in range(cfg.wave_scales))
-            self.stft = STFTDiscriminator(cfg.stft_channels, cfg.stft_window, cfg.stft_hop)
-
-        def forward(self, wave):
-            outs = [self.stft(wave)]
-            x = wave
-            for i, disc in enumerate(self.waves):
-                if i:
-                    x = F.avg_pool1d(x, 4, stride=2, padding=1)
-                outs.append(disc(x))
-            return outs
-
-    class MultiScaleMelLoss(nn.Module):
-        def __init__(self, cfg: LossConfig, sample_rate: int):
-            super().__init__()
-            self.mels = nn.ModuleList(MelSpectrogram(w, cfg.n_mels, sample_rate) for w in cfg.mel_windows)
-            self.alphas = [math.sqrt(w / 2) for w in cfg.mel_windows]
-            self.floor = cfg.log_floor
-
-        def forward(self, ref, est):
-            total = 0.0
-            for mel, alpha in zip(self.mels, self.alphas):
-                a, b = mel(ref), mel(est)
-                log_diff = torch.log(a.clamp(min=self.floor)) - torch.log(b.clamp(min=self.floor))
-                total = total + (a - b).abs().mean() + alpha * log_diff.pow(2).sum(dim=1).add(1e-8).sqrt().mean()
-            return total
-
-    return Discriminators, MultiScaleMelLoss
-
+from videopoet.config import ConfigError, from_dict, to_dict
+from videopoet.eval.audio_metrics import codebook_usage, mel_distance, si_snr
+from videopoet.pipeline.clip_shards import iter_clip_shard, iter_clips, list_shards
+from videopoet.pipeline.media.writer import write_wav
+from videopoet.tokenizers.audio_losses import Discriminators, MultiScaleMelLoss
+from videopoet.tokenizers.soundstream import AudioTokenizer, int16_to_float
+from videopoet.tokenizers.soundstream_config import (  # noqa: F401  (the job's config, re-exported)
+    RECIPES_TRAIN as RECIPES, TRAIN_STATE_KIND, AudioTrainConfig, DataConfig, DiscConfig, LossConfig, OptimConfig,
+)
+from videopoet.tracking import Tracker
+from videopoet.training.checkpoints import CheckpointManager, load_state_file, save_state_file
+from videopoet.training.launch import launch, stop_requested, worker_context
+from videopoet.training.loop import Cadence, run_loop
 
 # --------------------------------------------------------------------------------------------------
 # data
@@ -275,8 +79,6 @@ class AudioCropStream:
     permutation seeded by (seed, epoch); a clip's crop offset by (seed, epoch, shard, clip)."""
 
     def __init__(self, root: str | Path, segment: int, fraction: float, seed: int):
-        from videopoet.pipeline.clip_shards import list_shards
-
         self.shards = list_shards(root)
         if not self.shards:
             raise FileNotFoundError(f"--data {root}: no clip shards (*.tar) found")
@@ -290,17 +92,10 @@ class AudioCropStream:
         self.epoch, self.shard_pos, self.clip_pos = int(state["epoch"]), int(state["shard_pos"]), int(state["clip_pos"])
 
     def _order(self, epoch: int) -> list[int]:
-        import torch
-
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.shards), generator=g).tolist()
 
     def __iter__(self) -> Iterator:
-        import torch
-
-        from videopoet.pipeline.clip_shards import iter_clip_shard
-        from videopoet.tokenizers.soundstream import int16_to_float
-
         while True:
             order = self._order(self.epoch)
             yielded = False
@@ -328,8 +123,6 @@ class AudioCropStream:
 
     def batches(self, batch_size: int) -> Iterator[tuple[Any, dict[str, int]]]:
         """Yield (wave [B, 1, S], the stream position after this batch)."""
-        import torch
-
         buf = []
         for crop in self:
             buf.append(crop)
@@ -341,9 +134,6 @@ class AudioCropStream:
 def load_eval_waves(root: str | Path, cfg: DataConfig) -> tuple[list, bool]:
     """Up to `eval_clips` held-out clips (whole); falls back to the first training clips when the
     data has no held-out clip (a tiny data set), saying so."""
-    from videopoet.pipeline.clip_shards import iter_clips
-    from videopoet.tokenizers.soundstream import int16_to_float
-
     held, first = [], []
     for clip in iter_clips(root):
         if clip.audio is None or len(clip.audio) < 2048:
@@ -364,10 +154,6 @@ def load_eval_waves(root: str | Path, cfg: DataConfig) -> tuple[list, bool]:
 
 def evaluate(model, eval_waves: list) -> dict[str, float]:
     """Held-out mel distance, SI-SNR (through encode -> decode, the public path) and code usage."""
-    import torch
-
-    from videopoet.eval.audio_metrics import codebook_usage, mel_distance, si_snr
-
     mels, snrs, all_codes = [], [], []
     for _, wave in eval_waves:
         x = wave.unsqueeze(0)  # [1, 1, S]
@@ -387,36 +173,20 @@ def evaluate(model, eval_waves: list) -> dict[str, float]:
     return metrics
 
 
-def write_wav(path: Path, wave, sample_rate: int = 16_000) -> None:
-    import wave as wavmod
-
-    import numpy as np
-
-    pcm = (np.clip(wave.reshape(-1).cpu().numpy(), -1.0, 1.0) * 32767.0).astype("<i2")
-    with wavmod.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(pcm.tobytes())
-
 
 # --------------------------------------------------------------------------------------------------
-# the trainer
+# the trainer (videopoet.training.interface.StatefulTrainer)
 
 
-class Trainer:
-    """One process, one device. Holds model, discriminators, optimisers and the data stream."""
+class AudioTokenizerTrainer:
+    """One process, one device: model, discriminators, optimisers, the data stream and the held-out clips."""
 
-    def __init__(self, cfg: AudioTrainConfig, data: str | Path, device: str | None = None):
-        import torch
-
-        from videopoet.tokenizers import soundstream
-
-        Discriminators, MultiScaleMelLoss = build_modules()
+    def __init__(self, cfg: AudioTrainConfig, data: str | Path, device: str | None = None,
+                 eval_waves: list | None = None):
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(cfg.data.seed)
-        self.model = soundstream.AudioTokenizer(cfg.model).to(self.device)
+        self.model = AudioTokenizer(cfg.model).to(self.device)
         self.model.reset_codebooks()  # k-means on the first real batch (SoundStream)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.model.seed + 1)
@@ -426,12 +196,12 @@ class Trainer:
         self.opt_g = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, betas=betas, weight_decay=0.0)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.optim.disc_lr, betas=betas, weight_decay=0.0)
         self.stream = AudioCropStream(data, cfg.data.segment_samples, cfg.data.holdout_fraction, cfg.data.seed)
+        self.eval_waves = eval_waves or []
         self.step = 0
+        self._batches: Iterator | None = None
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        import torch
-
         state = {
             "model": self.model.state_dict(), "disc": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
@@ -442,23 +212,36 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        import torch
-
         self.model.load_state_dict(state["model"])
         self.disc.load_state_dict(state["disc"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
         self.stream.load_state(state["data"])
+        self._batches = None
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
-    # -- one step ------------------------------------------------------------------------------------
-    def train_step(self, wave) -> dict[str, float]:
-        import torch
-        from torch.nn import functional as F
+    def save_payload(self, directory: Path) -> None:
+        save_state_file(directory, self.state_dict())
 
+    def load_payload(self, directory: Path) -> None:
+        self.load_state_dict(load_state_file(directory))
+
+    def export(self, directory: Path) -> str:
+        return self.model.save(directory, extra={"step": self.step, "train_config": to_dict(self.cfg)})
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.model, self.eval_waves) if self.eval_waves else {}
+
+    # -- one step ------------------------------------------------------------------------------------
+    def train_step(self, wave=None) -> dict[str, float]:
+        """One generator (+ discriminator) step on `wave` [B, 1, S], by default the stream's next batch."""
+        if wave is None:
+            if self._batches is None:
+                self._batches = self.stream.batches(self.cfg.data.batch_size)
+            wave, _ = next(self._batches)
         cfg = self.cfg
         wave = wave.to(self.device)
         self.model.train()
@@ -504,143 +287,119 @@ class Trainer:
         return logs
 
 
-def _train_state_dirs(out: Path) -> list[Path]:
-    root = out / "train_state"
-    return sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp")) if root.is_dir() else []
+# --------------------------------------------------------------------------------------------------
+# the job: driver (train) and worker (train_worker)
 
 
-def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            keys += _config_diff(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            keys.append(f"{prefix}{k}")
-    return keys
+def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Resume or start, train to cfg.steps (or the absolute `stop_after`), save, sample; the summary."""
+    cfg = from_dict(AudioTrainConfig, loop_config["config"])
+    out, data, quiet = Path(loop_config["out"]), loop_config["data"], loop_config["quiet"]
+    ctx = worker_context()
+    tracker = Tracker.attach(loop_config["run_id"]) if ctx.is_main else Tracker.disabled()
+    eval_waves, held_out = load_eval_waves(data, cfg.data)
+    if not eval_waves:
+        raise ValueError(f"--data {data}: no clip with audio")
+    if not held_out:
+        print("warning: no held-out clip in --data (too few clips); evaluating on training clips", file=sys.stderr)
+    trainer = AudioTokenizerTrainer(cfg, data, device=loop_config.get("device") or str(ctx.device),
+                                    eval_waves=eval_waves)
+    manager = CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg), keep=cfg.keep_checkpoints)
+    resume = manager.resume_point()
+    if resume is not None:
+        trainer.load_payload(resume[0])
+        if not quiet:
+            print(f"resuming from {resume[0]} (step {trainer.step})")
+    tracker.set_tags({"resumed_from_step": trainer.step, "eval_set": "held-out" if held_out else "training clips"})
+    losses_path = out / "losses.jsonl"
+    if losses_path.exists():  # drop lines past the resumed step (a kill between log and save)
+        kept = [ln for ln in losses_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= trainer.step]
+        losses_path.write_text("".join(ln + "\n" for ln in kept))
+    cadence = Cadence(max_steps=cfg.steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
+                      save_every=cfg.save_every, stop_after=loop_config.get("stop_after"))
+    metrics: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with open(losses_path, "a") as log_file:
+        def log(logs: dict, step: int, due: bool) -> None:
+            log_file.write(json.dumps({"step": step, **logs}) + "\n")
+            if due or step == cadence.end:
+                tracker.log_metrics(logs, step)
+
+        def on_eval(m: dict, step: int) -> None:
+            metrics.update(m)
+            tracker.log_metrics(m, step)
+
+        def save() -> None:
+            log_file.flush()
+            manager.save(trainer.step, trainer.save_payload, extra={"step": trainer.step})
+            trainer.export(out / "tokenizer")
+
+        result = run_loop(trainer, cadence, save=save, log=log, on_eval=on_eval,
+                          stop_requested=stop_requested(loop_config, ctx), any_rank=ctx.any_rank,
+                          progress=None if quiet else "train audio tokenizer")
+    if not metrics:
+        metrics = trainer.evaluate()
+    wav_dir = out / "samples"
+    wav_dir.mkdir(exist_ok=True)
+    for key, wave in eval_waves[:2]:
+        codes = trainer.model.encode(wave.unsqueeze(0).to(trainer.device))
+        write_wav(wav_dir / f"{key}_original.wav", wave)
+        write_wav(wav_dir / f"{key}_reconstructed.wav", trainer.model.decode(codes, length=wave.shape[-1]))
+    tracker.log_artifacts(wav_dir, "audio")
+    content_hash = trainer.model.content_hash
+    tracker.set_tags({"tokenizer.content_hash": content_hash, "tokenizer.path": str((out / "tokenizer").resolve())})
+    summary = {"run_id": loop_config["run_id"], "step": trainer.step, "steps_this_run": result.steps_run,
+               "stopped": result.stopped, "seconds": time.perf_counter() - t0,
+               "tokenizer": str(out / "tokenizer"), "content_hash": content_hash, **metrics}
+    if ctx.is_main:
+        (out / "last_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def train(cfg: AudioTrainConfig, data: str | Path, out: str | Path, *, stop_after: int | None = None,
-          device: str | None = None, run_name: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train (or resume) up to cfg.steps; `stop_after` ends this invocation early at that step (as a
-    kill would, after a save). Returns a summary with the final metrics and checkpoint paths."""
-    import mlflow
-    import torch
-    from tqdm import tqdm
-
-    from videopoet.checkpoint import load_checkpoint, save_checkpoint
-    from videopoet.config import ConfigError, to_dict
-    from videopoet.tracking import start_run
-
-    out = Path(out)
+          device: str | None = None, run_name: str | None = None, quiet: bool = False,
+          num_workers: int = 0) -> dict[str, Any]:
+    """Train (or resume) up to cfg.steps; `stop_after` (an absolute step) ends this invocation early,
+    checkpointed. `num_workers`: 0 = this process, 1 = one Ray Train worker. Returns a summary."""
+    if num_workers > 1:
+        raise ConfigError(f"--num-workers={num_workers}: the audio tokenizer trains on one worker "
+                          "(0 = in-process, 1 = one Ray Train worker); data-parallel DDP is not implemented")
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, data, device=device)
-    existing = _train_state_dirs(out)
-    if existing:
-        state, meta = load_checkpoint(existing[-1], kind=TRAIN_STATE_KIND)
-        diff = _config_diff(meta["config"], to_dict(cfg))
-        if diff:
-            raise ConfigError(f"--out {out}: holds a run with a different config ({', '.join(diff[:5])}); "
-                              "use another --out or the same config")
-        trainer.load_state_dict(state)
-        if not quiet:
-            print(f"resuming from {existing[-1]} (step {trainer.step})")
+    CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
     frames = cfg.data.batch_size * (cfg.data.segment_samples // cfg.model.hop)
     if cfg.model.dead_code_threshold > frames / cfg.model.codebook_size:
         print(f"warning: {frames} frames per step is {frames / cfg.model.codebook_size:.2f} per code, below "
               f"model.dead_code_threshold={cfg.model.dead_code_threshold}: codes will be re-drawn every step; "
               "raise data.batch_size or lower the threshold", file=sys.stderr)
-    eval_waves, held_out = load_eval_waves(data, cfg.data)
-    if not eval_waves:
-        raise ValueError(f"--data {data}: no clip with audio")
-    losses_path = out / "losses.jsonl"
-    if losses_path.exists():  # drop lines past the resumed step (a kill between log and save)
-        kept = [ln for ln in losses_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= trainer.step]
-        losses_path.write_text("".join(ln + "\n" for ln in kept))
-    end = min(cfg.steps, stop_after) if stop_after is not None else cfg.steps
-
-    def save() -> None:
-        path = out / "train_state" / f"step_{trainer.step:08d}"
-        save_checkpoint(path, trainer.state_dict(), kind=TRAIN_STATE_KIND, config=cfg,
-                        extra={"step": trainer.step})
-        trainer.model.save(out / "tokenizer", extra={"step": trainer.step, "train_config": to_dict(cfg)})
-        for old in _train_state_dirs(out)[:-cfg.keep_checkpoints]:
-            import shutil
-
-            shutil.rmtree(old)
-
-    metrics: dict[str, float] = {}
-    t0, start_step = time.perf_counter(), trainer.step
-    with start_run("train-tokenizer-audio", cfg, run_name=run_name,
-                   tags={"resumed_from_step": str(start_step), "eval_set": "held-out" if held_out else "training clips"}) as run:
-        if not held_out:
-            print("warning: no held-out clip in --data (too few clips); evaluating on training clips", file=sys.stderr)
-        bar = tqdm(total=end, initial=trainer.step, desc="train audio tokenizer", disable=quiet, unit="step")
-        batches = trainer.stream.batches(cfg.data.batch_size)
-        with open(losses_path, "a") as log_file:
-            while trainer.step < end:
-                wave, _ = next(batches)
-                logs = trainer.train_step(wave)
-                log_file.write(json.dumps({"step": trainer.step, **logs}) + "\n")
-                bar.update(1)
-                if trainer.step % cfg.log_every == 0 or trainer.step == end:
-                    mlflow.log_metrics(logs, step=trainer.step)
-                    bar.set_postfix(rec=f"{logs['loss/rec_mel']:.3f}")
-                if trainer.step % cfg.eval_every == 0 or trainer.step == end:
-                    metrics = evaluate(trainer.model, eval_waves)
-                    mlflow.log_metrics(metrics, step=trainer.step)
-                if trainer.step % cfg.save_every == 0 or trainer.step == end:
-                    log_file.flush()
-                    save()
-        bar.close()
-        if not metrics:
-            metrics = evaluate(trainer.model, eval_waves)
-        wav_dir = out / "samples"
-        wav_dir.mkdir(exist_ok=True)
-        for key, wave in eval_waves[:2]:
-            codes = trainer.model.encode(wave.unsqueeze(0))
-            write_wav(wav_dir / f"{key}_original.wav", wave)
-            write_wav(wav_dir / f"{key}_reconstructed.wav", trainer.model.decode(codes, length=wave.shape[-1]))
-        mlflow.log_artifacts(str(wav_dir), "audio")
-        content_hash = trainer.model.content_hash
-        mlflow.set_tags({"tokenizer.content_hash": content_hash, "tokenizer.path": str((out / "tokenizer").resolve())})
-        run_id = run.info.run_id
-    steps_done = trainer.step - start_step
+    (out / "last_summary.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with Tracker.start("train-tokenizer-audio", cfg, run_name=run_name,
+                       tags={"num_workers": str(num_workers)}) as tracker:
+        loop_config = {"config": to_dict(cfg), "out": str(out), "data": str(Path(data).resolve()),
+                       "stop_after": stop_after, "device": device, "quiet": quiet, "run_id": tracker.run_id}
+        summary = launch(train_worker, loop_config, num_workers=num_workers, run_dir=out,
+                         use_gpu=torch.cuda.is_available(), name="train-tokenizer-audio")
+    if summary is None:
+        summary = json.loads((out / "last_summary.json").read_text())
     elapsed = time.perf_counter() - t0
-    summary = {"run_id": run_id, "step": trainer.step, "steps_this_run": steps_done, "seconds": elapsed,
-               "tokenizer": str(out / "tokenizer"), "content_hash": content_hash, **metrics}
     if not quiet:
+        steps_done = summary["steps_this_run"]
+        audio_s = steps_done * cfg.data.batch_size * cfg.data.segment_samples / cfg.model.sample_rate
         print(f"train-tokenizer audio: {steps_done} steps in {elapsed:.1f} s "
-              f"({steps_done / max(elapsed, 1e-9):.2f} steps/s, {steps_done * cfg.data.batch_size * cfg.data.segment_samples / cfg.model.sample_rate / max(elapsed, 1e-9):.1f} s of audio/s); "
-              f"step {trainer.step}/{cfg.steps}; held-out mel distance {metrics['eval/mel_distance']:.3f}, "
-              f"SI-SNR {metrics['eval/si_snr_db']:.2f} dB; tokenizer {out / 'tokenizer'} ({content_hash[:12]})")
+              f"({steps_done / max(elapsed, 1e-9):.2f} steps/s, {audio_s / max(elapsed, 1e-9):.1f} s of audio/s); "
+              f"step {summary['step']}/{cfg.steps}; held-out mel distance {summary['eval/mel_distance']:.3f}, "
+              f"SI-SNR {summary['eval/si_snr_db']:.2f} dB; tokenizer {summary['tokenizer']} "
+              f"({summary['content_hash'][:12]})")
     return summary
 
 
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="clip shard directory (or one .tar)")
-    parser.add_argument("--config", default="tiny", help=f"recipe ({', '.join(RECIPES.names())}) or YAML file")
-    parser.add_argument("--out", default="checkpoints/audio_tokenizer",
-                        help="output directory; a run with the same --out resumes (default: checkpoints/audio_tokenizer)")
-    parser.add_argument("--num-workers", type=int, default=1,
-                        help="data-parallel workers (only 1, in-process, is supported so far)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--run-name", default=None, help="MLflow run name")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=200 data.batch_size=4")
-
-
-def run(args: argparse.Namespace) -> int:
-    from videopoet.config import ConfigError
-
+def run(args) -> int:
+    """`videopoet train-tokenizer audio` (arguments: videopoet.tokenizers.cli)."""
     cfg = RECIPES.get(args.config, list(args.overrides))
-    if args.num_workers != 1:
-        raise ConfigError(f"--num-workers={args.num_workers}: only 1 (in-process) is supported so far")
     if not Path(args.data).exists():
         print(f"videopoet train-tokenizer audio: --data {args.data}: no such file or directory", file=sys.stderr)
         return 2
-    train(cfg, args.data, args.out, device=args.device, run_name=args.run_name)
+    train(cfg, args.data, args.out, device=args.device, run_name=args.run_name, num_workers=args.num_workers,
+          stop_after=args.stop_after)
     return 0
-
