@@ -82,7 +82,7 @@ def test_frame_prediction_from_a_video_extended(models, tmp_path):
     # a 3 s 8 fps input made here (PyAV), continued from its first 5 frames
     src = tmp_path / "src.mp4"
     rgb = np.random.default_rng(1).integers(0, 255, (24, 96, 96, 3), dtype=np.uint8)
-    from videopoet.trainer.sample_cli import write_mp4
+    from videopoet.pipeline.media.writer import write_mp4
 
     write_mp4(src, rgb)
     out = tmp_path / "fp.mp4"
