@@ -1,7 +1,6 @@
 """Video tokenizer training job: a few steps on moving-square clip shards, exact resume, MLflow,
 the Ray Train path, metrics (PSNR/SSIM) and the perceptual loss."""
 
-import argparse
 import math
 
 import mlflow
@@ -56,13 +55,12 @@ def _losses(history):
 
 
 def test_cli_trains_logs_to_mlflow_and_exports_a_tokenizer(shards, tmp_path, tracking):
+    from videopoet import commands
     from videopoet.tokenizers import cli
 
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train-tokenizer", "video", "--data", str(shards), "--out", str(tmp_path / "run"),
-                              "--config", "tiny", *SMALL])
-    assert args.func(args) == 0
+    args = commands.parse(commands.build_parser([cli]), ["train-tokenizer", "video", "--data", str(shards),
+                                                          "--out", str(tmp_path / "run"), "--config", "tiny", *SMALL])
+    assert commands.resolve(args.run)(args) == 0
     tok = VideoTokenizer.load(tmp_path / "run" / "tokenizer")
     video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     assert tok.encode(video).shape == (1, 2, 2, 2)
@@ -99,7 +97,7 @@ def test_resume_after_a_stop_repeats_the_uninterrupted_loss_curve(shards, tmp_pa
 
 def test_ray_train_two_workers(shards, tmp_path, tracking):
     cfg = RECIPES.get("tiny", SMALL + ["steps=3", "image_steps=1", "eval_every=3", "save_every=3"])
-    train(cfg, shards, tmp_path / "ray", num_workers=2, use_ray=True)
+    train(cfg, shards, tmp_path / "ray", num_workers=2)
     tok = VideoTokenizer.load(tmp_path / "ray" / "tokenizer")
     assert tok.cfg == cfg.model
     runs = mlflow.search_runs(experiment_names=["videopoet"], output_format="list")

@@ -11,231 +11,52 @@ generator weights (the exported tokenizer). Two phases: `image_steps` of image p
 frames with the 2D network (temporal kernel 1), then inflation into the causal 3D network
 (magvit2.inflate_state_dict) and video training.
 
-Distribution: `--num-workers N` runs the loop under Ray Train (TorchTrainer: DDP, gloo on CPU, nccl
-on GPUs); N = 1 without `--ray` runs it in this process. Shards are assigned to ranks per epoch
+Distribution (videopoet.training.launch): `--num-workers 0` (default) trains in this process;
+N >= 1 runs the same worker under Ray Train (TorchTrainer: DDP, gloo on CPU, nccl on GPUs). Shards are assigned to ranks per epoch
 (clips round-robin when there are fewer shards than ranks); the LFQ codebook entropy is all-reduced.
 bf16 autocast on CUDA (`bf16=true`); LFQ, entropy and norms compute in fp32.
 
-Checkpoints (`<out>/checkpoints/step_XXXXXXXX`, every `save_every` steps and at the end) hold the
-model, EMA, discriminator, both optimisers, LeCAM state, RNG states, the phase and the data position
-(epoch, batches consumed), so a resumed run repeats the uninterrupted loss curve exactly; the EMA
-tokenizer is exported to `<out>/tokenizer` (VideoTokenizer.load). Rerunning the same command
-resumes from the latest checkpoint. MLflow (rank 0): losses, entropies, learning rate, held-out PSNR /
+Checkpoints (videopoet.training.checkpoints: `<out>/checkpoints/step_XXXXXXXX/state.pt`, every
+`save_every` steps, at a stop and at the end) hold the model, EMA, discriminator, both optimisers,
+LeCAM state, RNG states, the phase and the data position (epoch, batches consumed), so a resumed run
+repeats the uninterrupted loss curve exactly; the EMA tokenizer is exported to `<out>/tokenizer`
+(VideoTokenizer.load). Rerunning the same command resumes from the latest checkpoint (a different
+config is refused, naming the differing keys); `--stop-after S` stops at the absolute step S. MLflow (rank 0): losses, entropies, learning rate, held-out PSNR /
 SSIM, codebook utilisation, and side-by-side original|reconstruction .mp4 artifacts.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import math
-import random
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videopoet.config import config_hash, from_dict, to_dict
-from videopoet.tokenizers.video_config import (  # noqa: F401  (re-exported)
+from videopoet.eval.video_metrics import psnr, ssim
+from videopoet.pipeline.media.writer import write_mp4
+from videopoet.tokenizers.lfq import entropy_weight_at
+from videopoet.tokenizers.magvit2 import VideoTokenizer, inflate_state_dict, tensor_to_video
+from videopoet.tokenizers.video_config import (  # noqa: F401  (the job's config, re-exported)
     RECIPES_TRAIN as RECIPES, TRAIN_KIND, DataConfig, LossConfig, OptimConfig, VideoTrainConfig,
 )
-
-# ------------------------------------------------------------------------------------------------
-# Discriminator and losses
-
-
-def _blur_down(x, temporal: bool):
-    """Blur pool (Zhang 2019): [1,2,1] binomial blur in space, then 2x average downsampling."""
-    import torch
-    import torch.nn.functional as F
-
-    c = x.shape[1]
-    k = torch.tensor([1.0, 2.0, 1.0], device=x.device, dtype=x.dtype)
-    k2 = (k[:, None] * k[None, :]) / 16
-    x = F.conv3d(F.pad(x, (1, 1, 1, 1, 0, 0), mode="replicate"),
-                 k2.view(1, 1, 1, 3, 3).expand(c, 1, 1, 3, 3), groups=c)
-    kt = 2 if temporal and x.shape[2] >= 2 else 1
-    return F.avg_pool3d(x, (kt, 2, 2))
+from videopoet.tokenizers.video_data import ClipBatches, clip_tensor, held_out_clips
+from videopoet.tokenizers.video_losses import Discriminator3D, PerceptualLoss
+from videopoet.tracking import Tracker
+from videopoet.training.checkpoints import CheckpointManager, load_state_file, save_state_file
+from videopoet.training.launch import WorkerContext, launch, stop_requested, worker_context
+from videopoet.training.loop import Cadence, run_loop
 
 
-def build_discriminator(cfg: LossConfig):
-    import torch
-    from torch import nn
-
-    class DiscBlock(nn.Module):
-        def __init__(self, cin: int, cout: int):
-            super().__init__()
-            self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
-            self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
-            self.skip = nn.Conv3d(cin, cout, 1, bias=False)
-
-        def forward(self, x):
-            h = nn.functional.leaky_relu(self.conv1(x), 0.2)
-            h = nn.functional.leaky_relu(self.conv2(_blur_down(h, True)), 0.2)
-            return (self.skip(_blur_down(x, True)) + h) / math.sqrt(2)
-
-    class Discriminator3D(nn.Module):
-        """StyleGAN-style 3D discriminator (MAGVIT): residual blocks with blur-pool downsampling."""
-
-        def __init__(self):
-            super().__init__()
-            ch = cfg.disc_channels
-            self.conv_in = nn.Conv3d(3, ch, 3, padding=1)
-            blocks, cin = [], ch
-            for m in cfg.disc_channel_mult:
-                blocks.append(DiscBlock(cin, ch * m))
-                cin = ch * m
-            self.blocks = nn.Sequential(*blocks)
-            self.conv_out = nn.Conv3d(cin, cin, 3, padding=1)
-            self.head = nn.Linear(cin, 1)
-
-        def forward(self, x):
-            h = self.blocks(nn.functional.leaky_relu(self.conv_in(x), 0.2))
-            h = nn.functional.leaky_relu(self.conv_out(h), 0.2)
-            return self.head(h.float().mean(dim=(2, 3, 4))).squeeze(-1)
-
-    return Discriminator3D()
-
-
-class PerceptualLoss:
-    """L2 between the logits of a frozen torchvision classifier on real and reconstructed frames
-    (MAGVIT's "perceptual loss on logits"). Weights come from a local state-dict file only."""
-
-    def __init__(self, arch: str, weights_path: str, device):
-        import torch
-        import torchvision
-
-        path = Path(weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"loss.perceptual_weights={weights_path}: no such file")
-        net = getattr(torchvision.models, arch)(weights=None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"loss.perceptual_weights={weights_path}: not a torchvision {arch} state dict ({str(err)[:200]})") from None
-        self.net = net.eval().requires_grad_(False).to(device)
-        self.mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-
-    def __call__(self, recon, real):
-        from einops import rearrange
-
-        def logits(v):
-            frames = rearrange(v, "b c t h w -> (b t) c h w")
-            return self.net(((frames + 1) / 2 - self.mean) / self.std)
-
-        with __import__("torch").no_grad():
-            target = logits(real)
-        return (logits(recon) - target).float().square().mean()
-
-
-# ------------------------------------------------------------------------------------------------
-# Data
-
-
-class ClipBatches:
-    """Deterministic per-rank batches of clips for one phase ('image' or 'video').
-
-    Epoch e: shards in an order shuffled with (seed, e); rank r takes shards r, r+W, ... (or every
-    W-th clip when there are fewer shards than ranks), passes them through a shuffle buffer seeded
-    with (seed, e, r), drops held-out and too-short clips, and batches them. `batches(e, skip)`
-    replays epoch e from its start, skipping `skip` batches: that is how a resume lands on the same
-    data position.
-    """
-
-    def __init__(self, root: str | Path, cfg: DataConfig, batch_size: int, seed: int,
-                 rank: int, world: int, held_out: set[str]):
-        from videopoet.pipeline.clip_shards import list_shards
-
-        self.shards = list_shards(root)
-        if not self.shards:
-            raise FileNotFoundError(f"--data {root}: no clip shards (*.tar) found")
-        self.cfg, self.batch_size, self.seed = cfg, batch_size, seed
-        self.rank, self.world, self.held_out = rank, world, held_out
-
-    def _clips(self, epoch: int) -> Iterator[Any]:
-        from videopoet.pipeline.clip_shards import iter_clip_shard
-
-        order = list(self.shards)
-        random.Random(f"{self.seed}-{epoch}").shuffle(order)
-        if len(order) >= self.world:
-            for shard in order[self.rank::self.world]:
-                yield from iter_clip_shard(shard)
-        else:
-            i = 0
-            for shard in order:
-                for clip in iter_clip_shard(shard):
-                    if i % self.world == self.rank:
-                        yield clip
-                    i += 1
-
-    def _shuffled(self, epoch: int) -> Iterator[Any]:
-        rng = random.Random(f"{self.seed}-{epoch}-{self.rank}")
-        buf: list = []
-        for clip in self._clips(epoch):
-            if clip.key in self.held_out:
-                continue
-            buf.append(clip)
-            if len(buf) >= max(1, self.cfg.shuffle_buffer):
-                yield buf.pop(rng.randrange(len(buf)))
-        while buf:
-            yield buf.pop(rng.randrange(len(buf)))
-
-    def batches(self, epoch: int, phase: str, skip: int = 0) -> Iterator[Any]:
-        import torch
-
-        group: list = []
-        done = 0
-        for clip in self._shuffled(epoch):
-            if phase == "video" and clip.rgb.shape[0] < self.cfg.frames:
-                continue
-            group.append(clip)
-            if len(group) == self.batch_size:
-                if done >= skip:
-                    yield torch.stack([clip_tensor(c.rgb, self.cfg, phase) for c in group])
-                done += 1
-                group = []
-
-
-def clip_tensor(rgb, cfg: DataConfig, phase: str):
-    """uint8 [T, H, W, 3] -> float [3, T', h, w] in [-1, 1]: 1 frame (image) or `frames` frames."""
-    import torch.nn.functional as F
-
-    from videopoet.tokenizers.magvit2 import video_to_tensor
-
-    frames = 1 if phase == "image" else cfg.frames
-    x = video_to_tensor(rgb[:frames])
-    if x.shape[-2:] != (cfg.height, cfg.width):
-        x = F.interpolate(x, size=(cfg.height, cfg.width), mode="area").clamp(-1, 1)
-    return x
-
-
-def held_out_clips(root: str | Path, cfg: DataConfig) -> list[Any]:
-    """The first `eval_clips` clips (long enough for the video phase) of the first shard."""
-    from videopoet.pipeline.clip_shards import iter_clip_shard, list_shards
-
-    shards = list_shards(root)
-    out = []
-    if cfg.eval_clips <= 0 or not shards:
-        return out
-    for clip in iter_clip_shard(shards[0]):
-        if clip.rgb.shape[0] >= cfg.frames:
-            out.append(clip)
-        if len(out) >= cfg.eval_clips:
-            break
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Training loop (runs in-process or as a Ray Train worker)
-
-
-def _codebook_stats(tokens, bits: int) -> dict[str, float]:
-    import torch
-
+def codebook_stats(tokens: torch.Tensor, bits: int) -> dict[str, float]:
+    """Held-out code usage: distinct codes, utilisation, code entropy and the least balanced bit."""
     flat = tokens.reshape(-1)
     unique = int(torch.unique(flat).numel())
     counts = torch.bincount(flat, minlength=1 << bits).float()
@@ -249,250 +70,187 @@ def _codebook_stats(tokens, bits: int) -> dict[str, float]:
     }
 
 
-def _write_side_by_side(path: Path, original, reconstruction) -> None:
-    """uint8 [T, H, W, 3] pair -> an H.264 .mp4 (8 fps) with original | reconstruction."""
-    import av
-    import numpy as np
+class GeneratorForward(torch.nn.Module):
+    """The tokenizer's forward with tuple outputs (what DDP wraps)."""
 
-    frames = np.concatenate([original, reconstruction], axis=2)
-    t, h, w, _ = frames.shape
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=8)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    def __init__(self, tok: VideoTokenizer):
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, x):
+        out = self.tok(x)
+        q = out.quant
+        return out.reconstruction, q.commit_loss, q.sample_entropy, q.codebook_entropy
 
 
-def _latest_checkpoint(out_dir: Path) -> Path | None:
-    ckpts = sorted((out_dir / "checkpoints").glob("step_*[0-9]"))
-    return ckpts[-1] if ckpts else None
+class VideoTokenizerTrainer:
+    """One rank of the video tokenizer's training (videopoet.training.interface.StatefulTrainer):
+    generator (image network, then the inflated causal video network), its EMA, the discriminator,
+    both optimisers, LeCAM state and the data position (epoch, batches consumed)."""
 
+    def __init__(self, cfg: VideoTrainConfig, data_root: str | Path, ctx: WorkerContext,
+                 tracker: Tracker | None = None, out_dir: str | Path = "."):
+        self.cfg, self.data_root, self.ctx = cfg, str(data_root), ctx
+        self.tracker = tracker or Tracker.disabled()
+        self.out_dir = Path(out_dir)
+        self.device = ctx.device
+        self.amp = cfg.bf16 and self.device.type == "cuda"
+        torch.manual_seed(cfg.seed)
+        self.image_cfg = dataclasses.replace(cfg.model, temporal_kernel=1)
+        self.phase = "image" if cfg.image_steps > 0 else "video"
+        self.model = self._generator(self.phase)
+        self.disc = Discriminator3D(cfg.loss).to(self.device)
+        self.opt_g = self._optimizer(self.model.parameters(), cfg.optim.lr)
+        self.opt_d = self._optimizer(self.disc.parameters(), cfg.optim.disc_lr)
+        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.lecam = torch.zeros(2, device=self.device)  # EMA of D(real), D(fake)
+        self.step, self.epoch, self.consumed = 0, 0, 0
+        self.perceptual = None
+        if cfg.loss.perceptual_weights and cfg.loss.perceptual_weight > 0:
+            self.perceptual = PerceptualLoss(cfg.loss.perceptual_arch, cfg.loss.perceptual_weights, self.device)
+        self.gen = self._wrap(GeneratorForward(self.model))
+        self.held_out = held_out_clips(self.data_root, cfg.data)
+        self.batches = ClipBatches(self.data_root, cfg.data, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size,
+                                   {c.key for c in self.held_out})
+        self._it = None
+        self.clips_seen = 0
+        self.export_hash: str | None = None
 
-def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
-    """The training loop. Returns (on every rank) the per-step loss history of this invocation."""
-    import numpy as np  # noqa: F401  (av/mlflow need it loaded)
-    import torch
-    import torch.distributed as dist
-    import torch.nn.functional as F
+    # -- construction helpers ------------------------------------------------------------------
+    def _generator(self, phase: str) -> VideoTokenizer:
+        return VideoTokenizer(self.image_cfg if phase == "image" else self.cfg.model).to(self.device)
 
-    from videopoet.checkpoint import load_checkpoint, save_checkpoint
-    from videopoet.eval.video_metrics import psnr, ssim
-    from videopoet.tokenizers.lfq import entropy_weight_at
-    from videopoet.tokenizers.magvit2 import VideoTokenizer, inflate_state_dict, tensor_to_video
+    def _optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
 
-    cfg: VideoTrainConfig = from_dict(VideoTrainConfig, loop_config["config"])
-    out_dir = Path(loop_config["out_dir"])
-    data_root = loop_config["data"]
-    stop_after = loop_config.get("stop_after")
-    time_limit_s = loop_config.get("time_limit_s")
-    run_id, tracking_uri = loop_config.get("run_id"), loop_config.get("tracking_uri")
-
-    distributed = dist.is_available() and dist.is_initialized()
-    rank = dist.get_rank() if distributed else 0
-    world = dist.get_world_size() if distributed else 1
-    if torch.cuda.is_available():
-        import os
-
-        # Ray Train sets LOCAL_RANK; a worker may see all of its node's GPUs or only its own.
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    amp = cfg.bf16 and device.type == "cuda"
-
-    client = None
-    if rank == 0 and run_id:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri)
-
-    def log_metrics(metrics: dict[str, float], step: int) -> None:
-        if client is not None:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    torch.manual_seed(cfg.seed)
-    image_cfg = dataclasses.replace(cfg.model, temporal_kernel=1)
-
-    def make_generator(phase: str):
-        return VideoTokenizer(image_cfg if phase == "image" else cfg.model).to(device)
-
-    def make_optimizer(params, lr):
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
-                                weight_decay=cfg.optim.weight_decay)
-
-    phase = "image" if cfg.image_steps > 0 else "video"
-    model = make_generator(phase)
-    disc = build_discriminator(cfg.loss).to(device)
-    opt_g = make_optimizer(model.parameters(), cfg.optim.lr)
-    opt_d = make_optimizer(disc.parameters(), cfg.optim.disc_lr)
-    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
-    lecam = torch.zeros(2, device=device)  # EMA of D(real), D(fake)
-    step, epoch, consumed = 0, 0, 0
-
-    perceptual = None
-    if cfg.loss.perceptual_weights and cfg.loss.perceptual_weight > 0:
-        perceptual = PerceptualLoss(cfg.loss.perceptual_arch, cfg.loss.perceptual_weights, device)
-
-    latest = _latest_checkpoint(out_dir)
-    if latest is not None:
-        state, meta = load_checkpoint(latest, kind=TRAIN_KIND)
-        saved = meta["config"]
-        if config_hash(saved) != config_hash(to_dict(cfg)):
-            raise ValueError(f"{latest}: written with a different config; use a new --out or the same config")
-        extra = meta["extra"]
-        step, epoch, consumed, phase = extra["step"], extra["epoch"], extra["consumed"], extra["phase"]
-        model = make_generator(phase)
-        model.load_state_dict(state["model"])
-        opt_g = make_optimizer(model.parameters(), cfg.optim.lr)
-        opt_g.load_state_dict(state["opt_g"])
-        disc.load_state_dict(state["disc"])
-        opt_d.load_state_dict(state["opt_d"])
-        ema = {k: v.to(device) for k, v in state["ema"].items()}
-        lecam = state["lecam"].to(device)
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        if rank == 0:
-            print(f"resumed from {latest} at step {step} ({phase} phase, epoch {epoch}, batch {consumed})", flush=True)
-
-    def wrap(module):
-        if not distributed:
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.ctx.distributed:
             return module
-        from torch.nn.parallel import DistributedDataParallel as DDP
+        return DDP(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+    def _inflate(self) -> None:
+        """Inflate the image network (and its EMA) into the causal video network; a new data epoch."""
+        video = VideoTokenizer(self.cfg.model).to(self.device)
+        video.load_state_dict(inflate_state_dict(self.model.state_dict(), video))
+        ema_video = inflate_state_dict(dict(self.ema), video)
+        self.model, self.phase = video, "video"
+        self.ema = {k: v.float() for k, v in ema_video.items()}
+        self.opt_g = self._optimizer(self.model.parameters(), self.cfg.optim.lr)
+        self.gen = self._wrap(GeneratorForward(self.model))
+        self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+        if self.ctx.is_main:
+            print(f"step {self.step}: inflated the image network into the video network", flush=True)
 
-    class GeneratorForward(torch.nn.Module):  # tuple outputs for DDP
-        def __init__(self, tok):
-            super().__init__()
-            self.tok = tok
-
-        def forward(self, x):
-            out = self.tok(x)
-            q = out.quant
-            return out.reconstruction, q.commit_loss, q.sample_entropy, q.codebook_entropy
-
-    gen = wrap(GeneratorForward(model))
-
-    held_out = held_out_clips(data_root, cfg.data)
-    batches_src = ClipBatches(data_root, cfg.data, cfg.batch_size, cfg.seed, rank, world,
-                              {c.key for c in held_out})
-
-    def ema_model() -> VideoTokenizer:
-        m = make_generator(phase)
-        m.load_state_dict({k: v.to(m.state_dict()[k].dtype) for k, v in ema.items()})
+    def ema_model(self) -> VideoTokenizer:
+        m = self._generator(self.phase)
+        m.load_state_dict({k: v.to(m.state_dict()[k].dtype) for k, v in self.ema.items()})
         return m.eval()
 
-    def save(final: bool = False) -> None:
-        if rank != 0:
-            return
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
         state = {
-            "model": model.state_dict(), "ema": ema, "disc": disc.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "lecam": lecam,
+            "model": self.model.state_dict(), "ema": self.ema, "disc": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "lecam": self.lecam,
             "rng_cpu": torch.get_rng_state(),
+            "step": self.step, "epoch": self.epoch, "consumed": self.consumed, "phase": self.phase,
         }
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state()
-        path = out_dir / "checkpoints" / f"step_{step:08d}"
-        save_checkpoint(path, state, kind=TRAIN_KIND, config=cfg,
-                        extra={"step": step, "epoch": epoch, "consumed": consumed, "phase": phase})
-        export = ema_model()
-        if phase == "image":  # a usable video tokenizer at any time: inflate the image network
-            video = VideoTokenizer(cfg.model)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.epoch, self.consumed = int(state["step"]), int(state["epoch"]), int(state["consumed"])
+        self.phase = state["phase"]
+        self.model = self._generator(self.phase)
+        self.model.load_state_dict(state["model"])
+        self.opt_g = self._optimizer(self.model.parameters(), self.cfg.optim.lr)
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.disc.load_state_dict(state["disc"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        self.lecam = state["lecam"].to(self.device)
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        self.gen = self._wrap(GeneratorForward(self.model))
+        self._it = None
+
+    def save_payload(self, directory: Path) -> None:
+        save_state_file(directory, self.state_dict())
+
+    def load_payload(self, directory: Path) -> None:
+        self.load_state_dict(load_state_file(directory))
+
+    def export(self, directory: Path) -> str:
+        """The EMA tokenizer as a video tokenizer (the image network inflated while in the image phase)."""
+        export = self.ema_model()
+        if self.phase == "image":
+            video = VideoTokenizer(self.cfg.model)
             video.load_state_dict(inflate_state_dict(export.state_dict(), video))
             export = video
-        h = export.save(out_dir / "tokenizer", extra={"step": step, "phase": phase, "train_config_hash": config_hash(cfg)})
-        if client is not None and final:
-            client.set_tag(run_id, "tokenizer_content_hash", h)
-            client.set_tag(run_id, "tokenizer_path", str(out_dir / "tokenizer"))
+        self.export_hash = export.save(directory, extra={"step": self.step, "phase": self.phase,
+                                                         "train_config_hash": config_hash(self.cfg)})
+        return self.export_hash
 
-    def evaluate() -> dict[str, float]:
-        if rank != 0 or not held_out:
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Held-out PSNR / SSIM / code usage of the EMA tokenizer (rank 0), plus a side-by-side .mp4."""
+        if not self.ctx.is_main or not self.held_out:
             return {}
-        m = ema_model()
-        if phase == "image":
-            x = torch.stack([clip_tensor(c.rgb, cfg.data, "image") for c in held_out]).to(device)
-        else:
-            x = torch.stack([clip_tensor(c.rgb, cfg.data, "video") for c in held_out]).to(device)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        m = self.ema_model()
+        x = torch.stack([clip_tensor(c.rgb, self.cfg.data, self.phase) for c in self.held_out]).to(self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             tokens = m.encode(x)
             recon = m.decode(tokens).float()
         metrics = {"eval/psnr": float(psnr(recon, x).mean()), "eval/ssim": float(ssim(recon, x).mean())}
-        metrics.update(_codebook_stats(tokens.cpu(), cfg.model.bits))
-        if client is not None and phase == "video":
-            vid_dir = out_dir / "eval_videos"
-            vid_dir.mkdir(parents=True, exist_ok=True)
-            path = vid_dir / f"step_{step:08d}.mp4"
-            _write_side_by_side(path, tensor_to_video(x[0]).numpy(), tensor_to_video(recon[0]).numpy())
-            client.log_artifact(run_id, str(path), "reconstructions")
+        metrics.update(codebook_stats(tokens.cpu(), self.cfg.model.bits))
+        if self.tracker.enabled and self.phase == "video":
+            path = self.out_dir / "eval_videos" / f"step_{self.step:08d}.mp4"
+            side_by_side = np.concatenate([tensor_to_video(x[0]).numpy(), tensor_to_video(recon[0]).numpy()], axis=2)
+            write_mp4(path, side_by_side, fps=8, crf=None)
+            self.tracker.log_artifact(path, "reconstructions")
         return metrics
 
-    def any_rank(flag: bool) -> bool:
-        if not distributed:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def lr_factor(s: int) -> float:
-        return min(1.0, (s + 1) / max(1, cfg.optim.warmup_steps))
-
-    history: list[dict[str, float]] = []
-    it = batches_src.batches(epoch, phase, consumed)
-    empty_epochs = 0
-    steps_this_run = 0
-    stopped_by_time = False
-    t_start, clips_seen = time.perf_counter(), 0
-    from tqdm import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=step, desc="train video tokenizer", disable=rank != 0, mininterval=5)
-    while step < cfg.steps:
-        if stop_after is not None and steps_this_run >= stop_after:
-            break
-        if time_limit_s is not None and any_rank(time.perf_counter() - t_start > time_limit_s):
-            stopped_by_time = True
-            break
-        if phase == "image" and step >= cfg.image_steps:
-            # inflate the image network (and its EMA) into the causal video network
-            video = VideoTokenizer(cfg.model).to(device)
-            video.load_state_dict(inflate_state_dict(model.state_dict(), video))
-            ema_video = inflate_state_dict({k: v for k, v in ema.items()}, video)
-            model, phase = video, "video"
-            ema = {k: v.float() for k, v in ema_video.items()}
-            opt_g = make_optimizer(model.parameters(), cfg.optim.lr)
-            gen = wrap(GeneratorForward(model))
-            epoch, consumed = epoch + 1, 0
-            it = batches_src.batches(epoch, phase, 0)
-            if rank == 0:
-                print(f"step {step}: inflated the image network into the video network", flush=True)
-        batch = next(it, None)
-        if any_rank(batch is None):
-            epoch, consumed = epoch + 1, 0
+    # -- one step --------------------------------------------------------------------------------
+    def _next_batch(self) -> torch.Tensor:
+        empty_epochs = 0
+        while True:
+            if self._it is None:
+                self._it = self.batches.batches(self.epoch, self.phase, self.consumed)
+            batch = next(self._it, None)
+            if not self.ctx.any_rank(batch is None):
+                return batch
+            self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
             empty_epochs += 1
             if empty_epochs > 1:
-                raise ValueError(f"--data {data_root}: no batch of {cfg.batch_size} usable clips per worker "
-                                 f"(need >= {cfg.data.frames} frames for the video phase)")
-            it = batches_src.batches(epoch, phase, 0)
-            continue
-        empty_epochs = 0
-        x = batch.to(device)
-        for group in opt_g.param_groups:
-            group["lr"] = cfg.optim.lr * lr_factor(step)
-        for group in opt_d.param_groups:
-            group["lr"] = cfg.optim.disc_lr * lr_factor(step)
-        gan_on = cfg.loss.gan_weight > 0 and step >= cfg.loss.gan_start_step
+                raise ValueError(f"--data {self.data_root}: no batch of {self.cfg.batch_size} usable clips per worker "
+                                 f"(need >= {self.cfg.data.frames} frames for the video phase)")
 
-        # ---- generator step
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            recon, commit, sample_h, code_h = gen(x)
+    def train_step(self) -> dict[str, float]:
+        cfg, step = self.cfg, self.step
+        if self.phase == "image" and step >= cfg.image_steps:
+            self._inflate()
+        x = self._next_batch().to(self.device)
+        warm = min(1.0, (step + 1) / max(1, cfg.optim.warmup_steps))
+        for group in self.opt_g.param_groups:
+            group["lr"] = cfg.optim.lr * warm
+        for group in self.opt_d.param_groups:
+            group["lr"] = cfg.optim.disc_lr * warm
+        logs, recon = self._generator_step(x, step)
+        if cfg.loss.gan_weight > 0 and step >= cfg.loss.gan_start_step:
+            logs.update(self._discriminator_step(x, recon, step))
+        self.step += 1
+        self.consumed += 1
+        self.clips_seen += x.shape[0] * self.ctx.world_size
+        logs["lr"] = self.opt_g.param_groups[0]["lr"]
+        return logs
+
+    def _generator_step(self, x: torch.Tensor, step: int) -> tuple[dict[str, float], torch.Tensor]:
+        cfg = self.cfg
+        gan_on = cfg.loss.gan_weight > 0 and step >= cfg.loss.gan_start_step
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            recon, commit, sample_h, code_h = self.gen(x)
             recon_loss = F.mse_loss(recon.float(), x)
             ent_w = entropy_weight_at(step, cfg.model.entropy_weight, cfg.model.entropy_anneal_ratio,
                                       cfg.model.entropy_anneal_steps)
@@ -500,166 +258,141 @@ def train_loop(loop_config: dict[str, Any]) -> list[dict[str, float]]:
             logs = {"loss/recon": recon_loss.item(), "loss/commit": commit.item(),
                     "entropy/sample": sample_h.item(), "entropy/codebook": code_h.item(),
                     "entropy/weight": ent_w}
-            if perceptual is not None:
-                p_loss = perceptual(recon, x)
+            if self.perceptual is not None:
+                p_loss = self.perceptual(recon, x)
                 loss = loss + cfg.loss.perceptual_weight * p_loss
                 logs["loss/perceptual"] = p_loss.item()
             if gan_on:
-                disc.requires_grad_(False)
-                g_loss = F.softplus(-disc(recon)).mean()  # bypasses DDP: D is not updated here
-                disc.requires_grad_(True)
+                self.disc.requires_grad_(False)
+                g_loss = F.softplus(-self.disc(recon)).mean()  # bypasses DDP: D is not updated here
+                self.disc.requires_grad_(True)
                 loss = loss + cfg.loss.gan_weight * g_loss
                 logs["loss/gan_g"] = g_loss.item()
-        opt_g.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip > 0:
-            logs["grad_norm/g"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip))
-        opt_g.step()
+            logs["grad_norm/g"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip))
+        self.opt_g.step()
         with torch.no_grad():
             # EMA warm-up: early on the decay is (1 + s) / (10 + s), so short runs do not export
             # mostly-initial weights; it reaches ema_decay after ~10k steps at 0.999.
             decay = min(cfg.optim.ema_decay, (1 + step) / (10 + step))
-            for k, v in model.state_dict().items():
-                ema[k].lerp_(v.float(), 1 - decay)
+            for k, v in self.model.state_dict().items():
+                self.ema[k].lerp_(v.float(), 1 - decay)
         logs["loss/total"] = loss.item()
+        return logs, recon
 
-        # ---- discriminator step
-        if gan_on:
-            r1_now = cfg.loss.r1_weight > 0 and step % max(1, cfg.loss.r1_every) == 0
-            real = x.detach().requires_grad_(r1_now)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                both = disc(torch.cat([real, recon.detach().float()]))
-                d_real, d_fake = both.float().chunk(2)
-                d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-                lecam_reg = (F.relu(d_real - lecam[1]).square().mean()
-                             + F.relu(lecam[0] - d_fake).square().mean())
-                d_total = d_loss + cfg.loss.lecam_weight * lecam_reg
-            if r1_now:
-                (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-                r1 = grad.float().square().flatten(1).sum(1).mean()
-                d_total = d_total + cfg.loss.r1_weight * cfg.loss.r1_every * 0.5 * r1
-                logs["loss/r1"] = r1.item()
-            opt_d.zero_grad(set_to_none=True)
-            d_total.backward()
-            if distributed:
-                # Not DDP: R1 differentiates w.r.t. the input (autograd.grad), which DDP does not support.
-                grads = [p.grad for p in disc.parameters() if p.grad is not None]
-                flat = torch.cat([g.reshape(-1) for g in grads])
-                dist.all_reduce(flat)
-                flat /= world
-                offset = 0
-                for g in grads:
-                    g.copy_(flat[offset: offset + g.numel()].view_as(g))
-                    offset += g.numel()
-            opt_d.step()
-            with torch.no_grad():
-                means = torch.stack([d_real.mean(), d_fake.mean()]).detach()
-                if distributed:
-                    dist.all_reduce(means)
-                    means /= world
-                lecam.lerp_(means, 1 - cfg.loss.lecam_decay)
-            logs.update({"loss/gan_d": d_loss.item(), "loss/lecam": lecam_reg.item()})
-
-        step += 1
-        consumed += 1
-        steps_this_run += 1
-        clips_seen += x.shape[0] * world
-        bar.update(1)
-        logs["lr"] = opt_g.param_groups[0]["lr"]
-        history.append({"step": step, **logs})
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            logs["throughput/clips_per_s"] = clips_seen / (time.perf_counter() - t_start)
-            log_metrics(logs, step)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            log_metrics(evaluate(), step)
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save(final=step == cfg.steps)
-    bar.close()
-    stopped = stopped_by_time or (stop_after is not None and steps_this_run >= stop_after)
-    if stopped and step % cfg.save_every:
-        save()  # a stop is a checkpoint: resume continues exactly here
-    if rank == 0:
-        secs = time.perf_counter() - t_start
-        print(f"trained {steps_this_run} steps to step {step} ({clips_seen} clips, "
-              f"{clips_seen / max(secs, 1e-9):.2f} clips/s, {phase} phase); tokenizer: {out_dir / 'tokenizer'}",
-              flush=True)
-    return history
+    def _discriminator_step(self, x: torch.Tensor, recon: torch.Tensor, step: int) -> dict[str, float]:
+        cfg, logs = self.cfg, {}
+        r1_now = cfg.loss.r1_weight > 0 and step % max(1, cfg.loss.r1_every) == 0
+        real = x.detach().requires_grad_(r1_now)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            both = self.disc(torch.cat([real, recon.detach().float()]))
+            d_real, d_fake = both.float().chunk(2)
+            d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+            lecam_reg = (F.relu(d_real - self.lecam[1]).square().mean()
+                         + F.relu(self.lecam[0] - d_fake).square().mean())
+            d_total = d_loss + cfg.loss.lecam_weight * lecam_reg
+        if r1_now:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            r1 = grad.float().square().flatten(1).sum(1).mean()
+            d_total = d_total + cfg.loss.r1_weight * cfg.loss.r1_every * 0.5 * r1
+            logs["loss/r1"] = r1.item()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        if self.ctx.distributed:
+            # Not DDP: R1 differentiates w.r.t. the input (autograd.grad), which DDP does not support.
+            grads = [p.grad for p in self.disc.parameters() if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.ctx.world_size
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset: offset + g.numel()].view_as(g))
+                offset += g.numel()
+        self.opt_d.step()
+        with torch.no_grad():
+            means = torch.stack([d_real.mean(), d_fake.mean()]).detach()
+            if self.ctx.distributed:
+                dist.all_reduce(means)
+                means /= self.ctx.world_size
+            self.lecam.lerp_(means, 1 - cfg.loss.lecam_decay)
+        logs.update({"loss/gan_d": d_loss.item(), "loss/lecam": lecam_reg.item()})
+        return logs
 
 
 # ------------------------------------------------------------------------------------------------
-# Driver
+# The job: worker (in-process or one Ray Train worker per rank) and driver
 
 
-def train(cfg: VideoTrainConfig, data: str | Path, out_dir: str | Path, *, num_workers: int = 1,
-          use_ray: bool | None = None, stop_after: int | None = None,
-          time_limit_s: float | None = None) -> list[dict[str, float]]:
-    """Train with MLflow tracking; returns rank 0's per-step history (empty under Ray).
+def train_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]:
+    """One rank's run: resume, train to cfg.steps (or the absolute stop_after), save on rank 0.
+    Returns this invocation's per-step history."""
+    cfg: VideoTrainConfig = from_dict(VideoTrainConfig, loop_config["config"])
+    out_dir = Path(loop_config["out_dir"])
+    ctx = worker_context()
+    tracker = Tracker.attach(loop_config.get("run_id")) if ctx.is_main else Tracker.disabled()
+    trainer = VideoTokenizerTrainer(cfg, loop_config["data"], ctx, tracker, out_dir)
+    manager = CheckpointManager(out_dir, kind=TRAIN_KIND, config=to_dict(cfg), keep=cfg.keep_checkpoints)
+    resume = manager.resume_point()
+    if resume is not None:
+        trainer.load_payload(resume[0])
+        if ctx.is_main:
+            print(f"resumed from {resume[0]} at step {trainer.step} ({trainer.phase} phase, epoch {trainer.epoch}, "
+                  f"batch {trainer.consumed})", flush=True)
+    t_start = time.perf_counter()
 
-    `stop_after` steps or `time_limit_s` seconds end this invocation early with a checkpoint (the
-    same command resumes); neither is part of the config.
+    def log(logs: dict, step: int, due: bool) -> None:
+        if due:
+            tracker.log_metrics({**logs, "throughput/clips_per_s": trainer.clips_seen / (time.perf_counter() - t_start)},
+                                step)
+
+    def save() -> None:
+        if ctx.is_main:
+            manager.save(trainer.step, trainer.save_payload,
+                         extra={"epoch": trainer.epoch, "consumed": trainer.consumed, "phase": trainer.phase})
+            trainer.export(out_dir / "tokenizer")
+
+    cadence = Cadence(max_steps=cfg.steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
+                      save_every=cfg.save_every, stop_after=loop_config.get("stop_after"),
+                      time_limit_s=loop_config.get("time_limit_s"))
+    result = run_loop(trainer, cadence, save=save, log=log, on_eval=lambda m, s: tracker.log_metrics(m, s),
+                      stop_requested=stop_requested(loop_config, ctx), any_rank=ctx.any_rank, is_main=ctx.is_main,
+                      progress="train video tokenizer", keep_history=True)
+    if ctx.is_main:
+        if trainer.step >= cfg.steps and trainer.export_hash is not None:
+            tracker.set_tags({"tokenizer_content_hash": trainer.export_hash,
+                              "tokenizer_path": str(out_dir / "tokenizer")})
+        secs = time.perf_counter() - t_start
+        print(f"trained {result.steps_run} steps to step {trainer.step} ({trainer.clips_seen} clips, "
+              f"{trainer.clips_seen / max(secs, 1e-9):.2f} clips/s, {trainer.phase} phase); "
+              f"tokenizer: {out_dir / 'tokenizer'}", flush=True)
+    return result.history
+
+
+def train(cfg: VideoTrainConfig, data: str | Path, out_dir: str | Path, *, num_workers: int = 0,
+          stop_after: int | None = None, time_limit_s: float | None = None) -> list[dict[str, float]]:
+    """Train with MLflow tracking; returns the in-process run's per-step history (empty under Ray).
+
+    num_workers: 0 = this process, N >= 1 = N Ray Train workers (DDP). `stop_after` (an absolute step)
+    or `time_limit_s` end this invocation early with a checkpoint (the same command resumes).
     """
-    from videopoet.tracking import start_run, tracking_uri
-
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    use_ray = num_workers > 1 if use_ray is None else use_ray
-    with start_run("train-tokenizer-video", cfg, tags={"num_workers": str(num_workers),
-                                                     "data": str(data)}) as run:
+    CheckpointManager(out_dir, kind=TRAIN_KIND, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
+    with Tracker.start("train-tokenizer-video", cfg, tags={"num_workers": str(num_workers),
+                                                          "data": str(data)}) as tracker:
         loop_config = {"config": to_dict(cfg), "out_dir": str(out_dir), "data": str(Path(data).resolve()),
-                       "stop_after": stop_after, "time_limit_s": time_limit_s,
-                       "run_id": run.info.run_id, "tracking_uri": tracking_uri()}
-        (out_dir / "run.json").write_text(json.dumps({"mlflow_run_id": run.info.run_id}))
-        if not use_ray:
-            return train_loop(loop_config)
-        _train_with_ray(loop_config, num_workers, out_dir)
-        return []
+                       "stop_after": stop_after, "time_limit_s": time_limit_s, "run_id": tracker.run_id}
+        (out_dir / "run.json").write_text(json.dumps({"mlflow_run_id": tracker.run_id}))
+        history = launch(train_worker, loop_config, num_workers=num_workers, run_dir=out_dir,
+                         use_gpu=torch.cuda.is_available(), name="train")
+    return history or []
 
 
-def _train_with_ray(loop_config: dict[str, Any], num_workers: int, out_dir: Path) -> None:
-    import ray
-    import torch
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    use_gpu = torch.cuda.is_available()
-    if not ray.is_initialized():
-        import os
-
-        if os.environ.get("RAY_ADDRESS"):  # an existing cluster
-            ray.init()
-        else:  # a local one, with at least one CPU per worker
-            ray.init(num_cpus=None if use_gpu else max(num_workers, 2), include_dashboard=False,
-                     configure_logging=False)
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(storage_path=str(out_dir / "ray"), name="train"),
-    )
-    trainer.fit()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="clip-shard directory (or one .tar)")
-    parser.add_argument("--out", default="runs/video_tokenizer",
-                        help="output directory: checkpoints/, tokenizer/ (the EMA tokenizer), eval_videos/")
-    parser.add_argument("--config", default="tiny", help=f"recipe ({', '.join(RECIPES.names())}) or YAML file")
-    parser.add_argument("--num-workers", type=int, default=1, help="data-parallel workers (Ray Train when > 1)")
-    parser.add_argument("--ray", action="store_true", help="use Ray Train even with one worker")
-    parser.add_argument("--stop-after", type=int, default=None,
-                        help="stop after this many steps in this invocation (checkpointed; rerun to resume)")
-    parser.add_argument("--time-limit-min", type=float, default=None,
-                        help="stop (checkpointed) after this many minutes; rerun to resume")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args) -> int:
+    """`videopoet train-tokenizer video` (arguments: videopoet.tokenizers.cli)."""
     cfg = RECIPES.get(args.config, args.overrides)
-    if args.num_workers < 1:
-        raise SystemExit("--num-workers must be >= 1")
-    train(cfg, args.data, args.out, num_workers=args.num_workers, use_ray=args.ray or args.num_workers > 1,
-          stop_after=args.stop_after,
+    train(cfg, args.data, args.out, num_workers=args.num_workers, stop_after=args.stop_after,
           time_limit_s=None if args.time_limit_min is None else 60 * args.time_limit_min)
     return 0

@@ -130,13 +130,14 @@ class VideoTrainConfig:
     log_every: int = 50
     eval_every: int = 5000
     save_every: int = 5000
+    keep_checkpoints: int = 2  # newest training checkpoints kept under <out>/checkpoints/
     bf16: bool = True  # autocast on CUDA only
 
     def validate(self) -> None:
         if self.model.temporal_kernel != 3:
             raise ValueError("model.temporal_kernel must stay 3: the image phase uses 1 by itself")
-        if self.batch_size < 1 or self.steps < 1:
-            raise ValueError("steps and batch_size must be positive")
+        if self.batch_size < 1 or self.steps < 1 or self.keep_checkpoints < 1:
+            raise ValueError("steps, batch_size and keep_checkpoints must be positive")
 
 
 RECIPES_TRAIN: RecipeRegistry[VideoTrainConfig] = RecipeRegistry(VideoTrainConfig)
