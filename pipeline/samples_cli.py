@@ -1,4 +1,4 @@
-"""Arguments of `videopoet make-samples` (argument spec: standard library only; the job is videopoet.pipeline.samples)."""
+"""Arguments of `videopoet make-samples` (argument spec, standard library only; job: videopoet.pipeline.samples)."""
 
 from __future__ import annotations
 

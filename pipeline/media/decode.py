@@ -48,7 +48,8 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
     span = video.end - t0
     notes = list(video.notes)
     claimed = info["claimed_duration"]
-    if claimed is not None and claimed - span > max(Fraction(cfg.duration_tolerance_s).limit_denominator(1000), claimed / 10):
+    tolerance = Fraction(cfg.duration_tolerance_s).limit_denominator(1000)
+    if claimed is not None and claimed - span > max(tolerance, claimed / 10):
         frames_txt = "" if video.sparse else f" ({len(video.times)} frames)"
         msg = (f"{path}: the container claims {float(claimed):.3f} s but only {float(span):.3f} s"
                f"{frames_txt} decode")

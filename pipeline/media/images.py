@@ -29,7 +29,8 @@ def _decode_image(path: str, cfg: MediaConfig) -> list[DecodedClip]:
             if w * h > cfg.max_pixels:
                 raise MediaError("image", "ResolutionTooLarge", f"{path}: {w}x{h} exceeds max_pixels={cfg.max_pixels}")
             if min(w, h) < cfg.min_side:
-                raise MediaError("image", "ResolutionTooSmall", f"{path}: {w}x{h} is smaller than min_side={cfg.min_side}")
+                raise MediaError("image", "ResolutionTooSmall",
+                                 f"{path}: {w}x{h} is smaller than min_side={cfg.min_side}")
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")
@@ -41,7 +42,8 @@ def _decode_image(path: str, cfg: MediaConfig) -> list[DecodedClip]:
     except Image.DecompressionBombError as err:
         raise MediaError("image", "ResolutionTooLarge", f"{path}: {err}") from None
     except Exception as err:
-        raise MediaError("image", "UnreadableImage", f"{path}: cannot read as an image ({type(err).__name__}: {err})") from None
+        raise MediaError("image", "UnreadableImage",
+                         f"{path}: cannot read as an image ({type(err).__name__}: {err})") from None
     rgb = resize_crop(img, *FORMATS["square"])[None]
     return [DecodedClip(window_index=0, num_frames=1, format="square", start_time_s=0.0, rgb=rgb, audio=None,
                         source_fps=0.0, source_frame_indices=[0], notes=[], source_width=img.shape[1],

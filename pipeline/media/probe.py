@@ -15,7 +15,8 @@ def _open_error(path: str) -> MediaError:
         head = fh.read(12)
     if head[4:8] == b"ftyp":
         return MediaError("open", "TruncatedContainer",
-                          f"{path}: an MP4/MOV file without a readable index (moov); truncated download? ({size} bytes)")
+                          f"{path}: an MP4/MOV file without a readable index (moov); truncated download? "
+                          f"({size} bytes)")
     return MediaError("open", "UnrecognizedFormat", f"{path}: not a media container FFmpeg can read ({size} bytes)")
 
 

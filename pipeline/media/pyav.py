@@ -16,7 +16,6 @@ from videopoet.pipeline.media.probe import _frac_time, _open_error, _probe
 from videopoet.pipeline.media.pyav_seek import _decode_pyav_sparse, _use_seek
 from videopoet.pipeline.media.windows import _Picker, _plan
 
-
 SKIPPABLE_CODECS = ("h264", "hevc")  # decoders that honour skip_frame = NONREF
 INDEX_OPEN_OPTIONS = {"analyzeduration": "0", "probesize": "32"}
 
