@@ -129,7 +129,8 @@ def make_random_checkpoints(folder: Path) -> list[str]:
     layouts (what the user would download), for the GPU timing: speed does not depend on weights."""
     import torch
 
-    from videopoet.pipeline.conditions import build_midas, build_raft
+    from videopoet.pipeline.conditions.depth import build_midas
+    from videopoet.pipeline.conditions.raft import build_raft
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

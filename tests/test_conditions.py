@@ -11,13 +11,13 @@ import torch
 
 from videopoet.pipeline.conditions import (
     ConditionModel,
-    build_midas,
     dequantize_flow,
     dis_flow,
-    load_state_dict_file,
     normalize_depth,
     quantize_flow,
 )
+from videopoet.pipeline.conditions.depth import build_midas
+from videopoet.pipeline.conditions.weights import load_state_dict_file
 from videopoet.pipeline.media import DecodedClip, MediaConfig, crop_box, probe_and_decode
 
 
