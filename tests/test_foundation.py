@@ -137,20 +137,35 @@ def test_recipes_and_yaml_with_base(tmp_path):
 # --- CLI -----------------------------------------------------------------------------------
 
 def test_cli_help_lists_commands():
-    from videopoet.cli import COMMAND_MODULES
+    import importlib
+
+    from videopoet.cli import COMMAND_SPECS
 
     result = _run([str(Path(sys.executable).parent / "videopoet"), "--help"])
     assert result.returncode == 0, result.stderr
     assert "make-samples" in result.stdout and "demo" in result.stdout
-    names = {"videopoet.samples": "make-samples", "videopoet.demo": "demo",
-             "videopoet.pipeline.ingest": "ingest", "videopoet.tokenizers.cli": "train-tokenizer",
-             "videopoet.pipeline.tokenize": "tokenize", "videopoet.trainer.train": "train",
-             "videopoet.trainer.sample_cli": "sample"}
-    for module in COMMAND_MODULES:
+    names = {module: importlib.import_module(module).NAME for module in COMMAND_SPECS}
+    assert set(names.values()) == {"make-samples", "demo", "ingest", "train-tokenizer", "tokenize", "train", "sample"}
+    for module in COMMAND_SPECS:
         assert names[module] in result.stdout
-    for module in COMMAND_MODULES:  # --help works on every subcommand
+    for module in COMMAND_SPECS:  # --help works on every subcommand
         sub = _run([str(Path(sys.executable).parent / "videopoet"), names[module], "--help"])
         assert sub.returncode == 0 and "usage:" in sub.stdout, sub.stderr
+
+
+def test_flags_may_follow_overrides():
+    import argparse
+
+    from videopoet import commands
+
+    spec = argparse.Namespace(NAME="job", HELP="h", DESCRIPTION="d", add_arguments=lambda p: (
+        p.add_argument("--config", default="tiny"), p.add_argument("--no-progress", action="store_true"),
+        p.add_argument("overrides", nargs="*", metavar="key=value")))
+    parser = commands.build_parser([spec])
+    args = commands.parse(parser, ["job", "--config", "tiny", "a=b", "--no-progress", "c=d"])
+    assert (args.config, args.no_progress, args.overrides) == ("tiny", True, ["a=b", "c=d"])
+    with pytest.raises(SystemExit):
+        commands.parse(parser, ["job", "a=b", "--bogus", "c=d"])
 
 
 # --- MLflow helper -------------------------------------------------------------------------
