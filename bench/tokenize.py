@@ -67,16 +67,18 @@ def make_checkpoints(root: Path, recipe: str) -> tuple[Path, Path]:
 
 def stage_times(cfg, inputs: Path, repeat: int = 1) -> dict[str, float]:
     """Seconds per clip of each model stage on the first shard, models already loaded."""
-    from videopoet.pipeline import tokenize as tk
+    from videopoet.pipeline import tokenize_encode as enc
+    from videopoet.pipeline.clip_shards import read_clip_shard
+    from videopoet.pipeline.tokenize_models import load_models
 
-    models = tk.load_models(cfg)
+    models = load_models(cfg)
     first = sorted(inputs.glob("*.tar"))[0]
-    clips = [it.clip for it in tk.read_clip_shard(first, first.name)]
+    clips = [it.clip for it in read_clip_shard(first, first.name)]
     sync = _sync(models.device)
     out = {}
     for name, fn in (
-        ("video_tokenizer", lambda: tk._encode_videos(models, clips, cfg.encode_batch)),
-        ("audio_tokenizer", lambda: tk._encode_audio(models, clips, cfg.audio_batch)),
+        ("video_tokenizer", lambda: enc._encode_videos(models, clips, cfg.encode_batch)),
+        ("audio_tokenizer", lambda: enc._encode_audio(models, clips, cfg.audio_batch)),
         ("text_encoder", lambda: models.text.encode([c.meta["caption"] for c in clips])),
     ):
         fn()  # warm-up (kernels, allocator)
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from videopoet.pipeline.tokenize import TOKENIZE_RECIPES, load_models, model_identity, run_tokenize
+    from videopoet.pipeline.tokenize import TOKENIZE_RECIPES, run_tokenize
+    from videopoet.pipeline.tokenize_models import load_models, model_identity
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench tokenize: --device cuda but no GPU here", file=sys.stderr)

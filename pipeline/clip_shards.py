@@ -10,7 +10,9 @@ Any webdataset reader can stream them. We write the tar ourselves (not webdatase
 that member metadata is fixed (mtime 0, uid 0, mode 0644): the same clips give the same bytes on
 any engine and any machine. Shards are committed atomically: written to `<name>.tmp` and renamed.
 
-Reading never unpickles (np.load(allow_pickle=False)) and validates member names.
+Reading never unpickles (np.load(allow_pickle=False)) and validates member names: `iter_clip_shard`
+stops at the first bad member; `read_clip_shard` (the tokenize job's reader) fails only the clip a
+bad member belongs to.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 CLIP_FORMAT_VERSION = 1
 ARRAY_FIELDS = ("rgb", "audio", "cond")
 _MEMBER = re.compile(r"^(?P<key>[A-Za-z0-9_\-]+)\.(?P<field>rgb\.npy|audio\.npy|cond\.npy|json)$")
+_KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 class ShardFormatError(ValueError):
@@ -48,11 +51,14 @@ class Clip:
         if not _MEMBER.match(f"{self.key}.json"):
             raise ShardFormatError(f"clip key {self.key!r}: only letters, digits, '_' and '-' allowed")
         if self.rgb.dtype != np.uint8 or self.rgb.ndim != 4 or self.rgb.shape[-1] != 3:
-            raise ShardFormatError(f"clip {self.key}: rgb must be uint8 [T,H,W,3], got {self.rgb.dtype} {self.rgb.shape}")
+            raise ShardFormatError(
+                f"clip {self.key}: rgb must be uint8 [T,H,W,3], got {self.rgb.dtype} {self.rgb.shape}")
         if self.audio is not None and (self.audio.dtype != np.int16 or self.audio.ndim != 1):
-            raise ShardFormatError(f"clip {self.key}: audio must be int16 [S], got {self.audio.dtype} {self.audio.shape}")
+            raise ShardFormatError(
+                f"clip {self.key}: audio must be int16 [S], got {self.audio.dtype} {self.audio.shape}")
         if self.cond is not None and (self.cond.dtype != np.uint8 or self.cond.shape != self.rgb.shape):
-            raise ShardFormatError(f"clip {self.key}: cond must be uint8 shaped like rgb {self.rgb.shape}, got {self.cond.dtype} {self.cond.shape}")
+            raise ShardFormatError(f"clip {self.key}: cond must be uint8 shaped like rgb {self.rgb.shape}, "
+                                   f"got {self.cond.dtype} {self.cond.shape}")
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -107,6 +113,14 @@ def _load_npy(data: bytes, where: str) -> np.ndarray:
         raise ShardFormatError(f"{where}: not a plain .npy array ({err})") from None
 
 
+def _clip_from(key: str, got: dict[str, Any]) -> Clip:
+    return Clip(key=key, rgb=got["rgb.npy"], audio=got.get("audio.npy"), cond=got.get("cond.npy"), meta=got["json"])
+
+
+def _member_value(field_name: str, data: bytes, where: str) -> Any:
+    return json.loads(data) if field_name == "json" else _load_npy(data, where)
+
+
 def iter_clip_shard(path: str | Path) -> Iterator[Clip]:
     """Yield the clips of one shard in stored order; raises ShardFormatError on a bad member."""
     path = str(path)
@@ -116,13 +130,7 @@ def iter_clip_shard(path: str | Path) -> Iterator[Clip]:
     def finish() -> Clip:
         if "json" not in current or "rgb.npy" not in current:
             raise ShardFormatError(f"{path}: clip {current_key} lacks its rgb.npy or json member")
-        return Clip(
-            key=current_key,
-            rgb=current["rgb.npy"],
-            audio=current.get("audio.npy"),
-            cond=current.get("cond.npy"),
-            meta=current["json"],
-        )
+        return _clip_from(current_key, current)
 
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
@@ -135,10 +143,88 @@ def iter_clip_shard(path: str | Path) -> Iterator[Clip]:
                     yield finish()
                 current, current_key = {}, key
             data = tar.extractfile(info).read()
-            where = f"{path}:{info.name}"
-            current[fld] = json.loads(data) if fld == "json" else _load_npy(data, where)
+            current[fld] = _member_value(fld, data, f"{path}:{info.name}")
         if current_key is not None:
             yield finish()
+
+
+@dataclass
+class ClipItem:
+    """One clip of a shard read tolerantly: the clip, or why it cannot be used."""
+
+    key: str
+    clip: Clip | None = None
+    stage: str | None = None
+    error_class: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.stage is None
+
+    def fail(self, stage: str, error_class: str, message: str) -> "ClipItem":
+        if self.stage is None:  # the first reason is the one reported
+            self.stage, self.error_class, self.message = stage, error_class, message
+        self.clip = None
+        return self
+
+
+def read_clip_shard(path: str | Path, name: str) -> list[ClipItem]:
+    """The clips of one shard, tolerant of damage: a bad member costs its own clip, a damaged tar
+    the clip being read when it broke (and a row keyed '' when nothing can be read at all).
+
+    Same member rules as iter_clip_shard (which stops at the first bad member): names validated,
+    arrays loaded with allow_pickle=False. `name` is how messages name the shard.
+    """
+    members: dict[str, dict[str, Any]] = {}
+    items: dict[str, ClipItem] = {}
+
+    def item(key: str) -> ClipItem:
+        if key not in items:
+            items[key] = ClipItem(key)
+            members[key] = {}
+        return items[key]
+
+    current: str | None = None
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                match = _MEMBER.match(info.name)
+                if not info.isfile() or match is None:
+                    key = info.name.split(".", 1)[0]
+                    message = f"{name}: member {info.name!r} is not a clip-shard member (see docs/formats.md)"
+                    item(key if _KEY.match(key) else "").fail("read", "BadMember", message)
+                    continue
+                key, fld = match["key"], match["field"]
+                current = key
+                it = item(key)
+                if fld in members[key]:
+                    it.fail("read", "DuplicateMember", f"{name}: clip {key} has two {fld} members")
+                    continue
+                data = tar.extractfile(info).read()
+                try:
+                    members[key][fld] = _member_value(fld, data, f"{name}:{info.name}")
+                except (ShardFormatError, ValueError) as err:
+                    it.fail("read", "BadMember", f"{name}:{info.name}: unreadable ({str(err).split(': ', 1)[-1]})")
+            current = None
+    except (tarfile.TarError, OSError, EOFError) as err:
+        if current is not None:
+            item(current).fail("read", "DamagedShard", f"{name}: clip {current}: damaged tar ({err})")
+        elif not items:
+            item("").fail("read", "DamagedShard", f"{name}: damaged tar, no clip readable ({err})")
+    out = []
+    for key, it in items.items():
+        got = members.get(key, {})
+        if it.ok:
+            if "rgb.npy" not in got or "json" not in got:
+                missing = "rgb.npy" if "rgb.npy" not in got else "json"
+                it.fail("read", "MissingMember", f"{name}: clip {key} lacks its {missing} member")
+            elif not isinstance(got["json"], dict):
+                it.fail("read", "BadMember", f"{name}: clip {key}: json member is not an object")
+            else:
+                it.clip = _clip_from(key, got)
+        out.append(it)
+    return out
 
 
 def list_shards(root: str | Path) -> list[Path]:

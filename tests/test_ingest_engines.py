@@ -218,7 +218,7 @@ def test_config_overrides_and_cli_help():
 
     with pytest.raises(ConfigError, match="engine"):
         INGEST_RECIPES.get("default", ["engine=spark"])
-    from videopoet.pipeline.engines import beam_pipeline_options
+    from videopoet.jobs.beam_runner import beam_pipeline_options
 
     local = beam_pipeline_options(INGEST_RECIPES.get("default")).get_all_options()
     assert local["runner"] == "FnApiRunner" and local["direct_num_workers"] == 1
@@ -227,9 +227,9 @@ def test_config_overrides_and_cli_help():
     assert (remote["runner"], remote["project"], remote["region"]) == ("DataflowRunner", "p", "r")
     out = subprocess.run([sys.executable, "-m", "videopoet.pipeline.ingest", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--beam-options" in out.stdout and "--ray-address" in out.stdout
-    from videopoet.cli import COMMAND_MODULES
+    from videopoet.cli import COMMAND_SPECS
 
-    assert "videopoet.pipeline.ingest" in COMMAND_MODULES
+    assert "videopoet.pipeline.ingest_cli" in COMMAND_SPECS
 
 
 def test_crashed_batch_leftovers_are_cleaned_and_redone(reference, inputs, tmp_path):
@@ -265,7 +265,7 @@ def test_a_committed_batch_with_a_missing_shard_is_redone(reference, inputs, tmp
 
 
 def test_shards_are_cut_below_the_size_bound(reference, inputs, tmp_path):
-    from videopoet.pipeline.ingest import _tar_size
+    from videopoet.pipeline.ingest_batch import _tar_size
 
     rng = np.random.default_rng(0)
     members = [(f"k{i}.rgb.npy", rng.bytes(int(rng.integers(0, 3000)))) for i in range(7)]
@@ -311,7 +311,7 @@ def test_an_input_over_the_time_limit_is_a_row_not_a_stall(sample_media, tmp_pat
 
 def test_ray_pool_never_takes_every_cpu():
     from videopoet.config import ConfigError
-    from videopoet.pipeline.engines import ray_pool_size
+    from videopoet.jobs.ray_runner import ray_pool_size
 
     cfg = INGEST_RECIPES.get("default")
     assert ray_pool_size(cfg, total_cpus=2, total_gpus=0) == 1
@@ -323,7 +323,7 @@ def test_ray_pool_never_takes_every_cpu():
 
 
 def test_keys_are_unique_per_window_length_and_format(sample_media, tmp_path):
-    from videopoet.pipeline.ingest import clip_key, media_config_hash
+    from videopoet.pipeline.ingest_batch import clip_key, media_config_hash
 
     long_video = "h264_25fps_160x120_12s.mp4"
     listing = tmp_path / "one.jsonl"

@@ -362,7 +362,7 @@ def test_worker_refuses_a_checkpoint_replaced_after_planning(ckpts, tmp_path):
     disk while the job runs must not slip other tokens into the output)."""
     import shutil
 
-    from videopoet.pipeline import tokenize as tk
+    from videopoet.pipeline import tokenize_models as tk
 
     path = tmp_path / "video"
     shutil.copytree(ckpts / "video", path)
@@ -381,7 +381,8 @@ def test_worker_refuses_a_checkpoint_replaced_after_planning(ckpts, tmp_path):
 def test_model_stage_failures_cost_the_clip_or_stop_the_unit():
     """A stage failing on one clip fails that clip alone (its batch mates are redone one by one);
     failing on every clip, or out of memory, is a worker fault: StageError, nothing committed."""
-    from videopoet.pipeline.tokenize import ClipItem, StageError, _run_stage
+    from videopoet.pipeline.clip_shards import ClipItem
+    from videopoet.pipeline.tokenize_encode import StageError, _run_stage
 
     def items(*keys):
         return [ClipItem(k, clip=Clip(k, np.zeros((1, 8, 8, 3), np.uint8), {"caption": k})) for k in keys]
