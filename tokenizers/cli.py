@@ -36,13 +36,15 @@ def _audio(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="clip shard directory (or one .tar)")
     parser.add_argument("--config", default="tiny", help=f"recipe ({', '.join(AUDIO_RECIPES.names())}) or YAML file")
     parser.add_argument("--out", default="checkpoints/audio_tokenizer",
-                        help="output directory; a run with the same --out resumes (default: checkpoints/audio_tokenizer)")
+                        help="output directory; a run with the same --out resumes "
+                             "(default: checkpoints/audio_tokenizer)")
     parser.add_argument("--num-workers", type=int, default=0,
                         help=NUM_WORKERS_HELP + "; this job trains on one worker: 0 (default) or 1")
     parser.add_argument("--stop-after", type=int, default=None, help=STOP_AFTER_HELP)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--run-name", default=None, help="MLflow run name")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=200 data.batch_size=4")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. steps=200 data.batch_size=4")
     parser.set_defaults(run="videopoet.tokenizers.train_audio:run")
 
 

@@ -45,7 +45,11 @@ from videopoet.pipeline.media.writer import write_mp4
 from videopoet.tokenizers.lfq import entropy_weight_at
 from videopoet.tokenizers.magvit2 import VideoTokenizer, inflate_state_dict, tensor_to_video
 from videopoet.tokenizers.video_config import (  # noqa: F401  (the job's config, re-exported)
-    RECIPES_TRAIN as RECIPES, TRAIN_KIND, DataConfig, LossConfig, OptimConfig, VideoTrainConfig,
+    RECIPES_TRAIN as RECIPES,
+)
+from videopoet.tokenizers.video_config import (
+    TRAIN_KIND,
+    VideoTrainConfig,
 )
 from videopoet.tokenizers.video_data import ClipBatches, clip_tensor, held_out_clips
 from videopoet.tokenizers.video_losses import Discriminator3D, PerceptualLoss
@@ -344,8 +348,8 @@ def train_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]:
 
     def log(logs: dict, step: int, due: bool) -> None:
         if due:
-            tracker.log_metrics({**logs, "throughput/clips_per_s": trainer.clips_seen / (time.perf_counter() - t_start)},
-                                step)
+            clips_per_s = trainer.clips_seen / (time.perf_counter() - t_start)
+            tracker.log_metrics({**logs, "throughput/clips_per_s": clips_per_s}, step)
 
     def save() -> None:
         if ctx.is_main:
