@@ -343,7 +343,6 @@ def test_keys_are_unique_per_window_length_and_format(sample_media, tmp_path):
         assert c.rgb.shape == (m["num_frames"], *((224, 128) if m["format"] == "portrait" else (128, 128)), 3)
         assert c.audio.shape == (m["num_frames"] * 2000,)
     # settings that only decide failures leave keys alone; content settings change them
-    import dataclasses
 
     assert media_config_hash(dataclasses.replace(cfg.media, decode_timeout_s=5.0)) == mhash
     assert media_config_hash(dataclasses.replace(cfg.media, formats=("square",))) != mhash

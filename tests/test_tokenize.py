@@ -22,7 +22,11 @@ from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.clip_shards import Clip, clip_members, write_clip_shard, write_tar_atomic
 from videopoet.pipeline.token_shards import iter_token_rows, read_token_shard
 from videopoet.pipeline.tokenize import (
-    REFUSALS_FILE, TOKENIZE_RECIPES, TokenizerMismatch, read_manifest, run_tokenize,
+    REFUSALS_FILE,
+    TOKENIZE_RECIPES,
+    TokenizerMismatch,
+    read_manifest,
+    run_tokenize,
 )
 
 pytestmark = pytest.mark.timeout(400)
