@@ -82,7 +82,7 @@ def single_process_env(port: int = 29611) -> None:
 
 def bench_engines(cfg, steps: int, warmup: int) -> dict:
     """Plain and ZeRO-3 trainers in this process, interleaved step by step on the same batches."""
-    from videopoet.trainer.engine import Trainer
+    from videopoet.trainer.lm_trainer import LMTrainer as Trainer
 
     single_process_env()
     plain = Trainer(cfg, engine="plain")
@@ -103,7 +103,7 @@ def _two_rank_worker(rank: int, cfg_dict: dict, steps: int, warmup: int, out: st
 
     from videopoet.config import from_dict
     from videopoet.trainer.config import TrainConfig
-    from videopoet.trainer.engine import Trainer
+    from videopoet.trainer.lm_trainer import LMTrainer as Trainer
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT="29612")
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))

@@ -2,9 +2,9 @@
 
 One module-scoped set of runs, reused by every assertion (DeepSpeed and Ray starts are the cost):
   ref    plain PyTorch, one process, steps 0-5, in this process
-  dist   `videopoet train` with 2 Ray Train workers and DeepSpeed ZeRO-3 (gloo): stopped after step 3
-         (checkpoint.stop_after=3), then the same command again, which resumes from Ray Train V2's
-         latest checkpoint (ray.train.get_checkpoint()) and runs steps 3-5
+  dist   `videopoet train` with 2 Ray Train workers and DeepSpeed ZeRO-3 (gloo): stopped at step 3
+         (checkpoint.stop_after=3), then the same command again, which resumes from the run's latest
+         checkpoint (<run dir>/checkpoints/step_00000003) and runs steps 3-5
   sig    `videopoet train --num-workers 0` as a real subprocess, SIGTERM after its 2nd step, then the
          same command again (resumes from its own checkpoint)
 All use the same data and the same global batch per step (data.batch_multiple=2), fp32.
@@ -138,7 +138,7 @@ def test_ray_resume_continues_from_the_checkpoint_of_the_stopped_run(runs):
     assert d1["stopped"] and d1["step"] == 3 and d1["steps_run"] == 3
     assert not d2["stopped"] and d2["step"] == STEPS and d2["steps_run"] == STEPS - 3
     run = runs["client"].get_run(d2["mlflow_run_id"])
-    assert "checkpoint_" in run.data.tags["resumed_from"]
+    assert "step_" in run.data.tags["resumed_from"]
     state = json.loads((Path(d2["checkpoint"]) / "trainer_state.json").read_text())
     assert state["step"] == STEPS and state["world_size"] == 2 and state["engine"] == "deepspeed"
     # every step's batch came from the sampler position saved at step 3: group shares add up
@@ -149,7 +149,7 @@ def test_sigterm_checkpoints_at_a_step_boundary_and_resume_is_exact(runs):
     s1, s2 = runs["sig1"], runs["sig2"]
     assert s1["stopped"], runs["sig_log1"]
     k = s1["step"]
-    assert 2 <= k < STEPS and Path(s1["checkpoint"]).name == f"checkpoint_{k:08d}"
+    assert 2 <= k < STEPS and Path(s1["checkpoint"]).name == f"step_{k:08d}"
     assert s2["step"] == STEPS and s2["steps_run"] == STEPS - k and not s2["stopped"]
     client = runs["client"]
     ref = _losses(client, runs["ref"]["mlflow_run_id"])
@@ -169,7 +169,7 @@ def test_mlflow_run_has_per_task_losses_shares_throughput_and_zero_padding(runs)
     assert metrics["tokens_per_s"] > 0 and metrics["flops_per_s"] > 0 and metrics["lr"] > 0
     assert all(v == 0.0 for v in _losses(client, run.info.run_id, "padding_ratio").values())
     assert run.data.params["engine.num_workers"] == "2" and run.data.tags["engine"] == "deepspeed"
-    assert "checkpoint_" in run.data.tags["checkpoint.latest"]
+    assert "step_" in run.data.tags["checkpoint.latest"]
     ref_run = client.get_run(runs["ref"]["mlflow_run_id"])
     per_task = sum(len(_losses(client, ref_run.info.run_id, k)) for k in ref_run.data.metrics if k.count("/") == 1 and k.endswith("/loss"))
     assert per_task == STEPS  # every step logs its loss under its task
@@ -177,7 +177,7 @@ def test_mlflow_run_has_per_task_losses_shares_throughput_and_zero_padding(runs)
 
 def test_exports_load_as_videopoet_lm_checkpoints_and_agree(runs):
     from videopoet.checkpoint import load_checkpoint
-    from videopoet.trainer.engine import export_checkpoint
+    from videopoet.trainer.lm_trainer import export_checkpoint
     from videopoet.trainer.model import ModelConfig, VideoPoetLM
 
     ref_w, ref_meta = load_checkpoint(runs["ref"]["export"], kind="videopoet-lm")
@@ -200,7 +200,8 @@ def test_exports_load_as_videopoet_lm_checkpoints_and_agree(runs):
 
 def test_text_dim_mismatch_and_lr_schedule(runs):
     from videopoet.trainer.config import TRAIN_RECIPES, ScheduleConfig
-    from videopoet.trainer.engine import Trainer, lr_factor
+    from videopoet.trainer.lm_trainer import LMTrainer as Trainer
+    from videopoet.trainer.lm_trainer import lr_factor
 
     cfg = TRAIN_RECIPES.get("tiny", runs["common"] + ["model.text_dim=8"])
     with pytest.raises(ValueError, match="text_dim"):
@@ -216,7 +217,7 @@ def test_trainer_overfits_a_small_token_set_below_the_unigram_entropy(tmp_path):
     memorised, the output loss falling far below the entropy of the targets' unigram distribution
     (what a model ignoring the text and positions could reach at best)."""
     from videopoet.trainer.config import TRAIN_RECIPES
-    from videopoet.trainer.engine import Trainer
+    from videopoet.trainer.lm_trainer import LMTrainer as Trainer
 
     rows = ts.synthetic_rows(4, 5, text_dim=16, latent_hw=(2, 2), image_fraction=1.0, visual_codes=8)
     ts.write_token_shard(tmp_path / "t.parquet", rows)

@@ -50,7 +50,12 @@ from videopoet.pipeline.media.writer import write_wav
 from videopoet.tokenizers.audio_losses import Discriminators, MultiScaleMelLoss
 from videopoet.tokenizers.soundstream import AudioTokenizer, int16_to_float
 from videopoet.tokenizers.soundstream_config import (  # noqa: F401  (the job's config, re-exported)
-    RECIPES_TRAIN as RECIPES, TRAIN_STATE_KIND, AudioTrainConfig, DataConfig, DiscConfig, LossConfig, OptimConfig,
+    RECIPES_TRAIN as RECIPES,
+)
+from videopoet.tokenizers.soundstream_config import (
+    TRAIN_STATE_KIND,
+    AudioTrainConfig,
+    DataConfig,
 )
 from videopoet.tracking import Tracker
 from videopoet.training.checkpoints import CheckpointManager, load_state_file, save_state_file

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from videopoet.assets import DEEPSPEED_DIR
-from videopoet.config import RecipeRegistry
+from videopoet.config import RecipeRegistry, config_hash, to_dict
 from videopoet.trainer.data import DataConfig
 from videopoet.trainer.model import MODEL_RECIPES, ModelConfig
 
@@ -72,17 +72,20 @@ class EngineConfig:
 
 @dataclass
 class CheckpointConfig:
-    dir: str = "runs"  # Ray Train storage path: checkpoints of run `name` go to <dir>/<name>/ (shared FS or s3:// for multi-node)
+    dir: str = "runs"  # run `name` lives in <dir>/<name>/ (checkpoints/step_<N>/ ...): a shared filesystem for multi-node
     name: str = ""  # run name; empty: derived from the recipe and config hash. Same name again = resume.
     every_steps: int = 100
     keep: int = 2  # checkpoints kept
     resume_from: str | None = None  # a checkpoint directory to start from (when the run has none of its own)
-    stop_after: int | None = None  # checkpoint and stop after this step (time-sliced jobs); run again to go on
+    stop_after: int | None = None  # checkpoint and stop at this absolute step (time-sliced jobs); run again to go on
     export: bool = True  # write consolidated weights (videopoet-lm checkpoint) at the end
 
     def validate(self) -> None:
         if self.every_steps < 1 or self.keep < 1:
             raise ValueError(f"every_steps={self.every_steps}, keep={self.keep}: must be >= 1")
+        if "://" in self.dir:
+            raise ValueError(f"dir={self.dir}: checkpoints are written to a filesystem path (for multi-node a "
+                             "shared one: NFS, Lustre or a mounted bucket), not a URI")
 
 
 @dataclass
@@ -143,7 +146,7 @@ def r1b() -> TrainConfig:
 
 
 def r8b() -> TrainConfig:
-    """64 GPUs: videopoet train --config 8b data.shards=[s3://bucket/tokens] --ray-address auto --use-gpu --num-workers 64 checkpoint.dir=s3://bucket/runs
+    """64 GPUs: videopoet train --config 8b data.shards=[s3://bucket/tokens] --ray-address auto --use-gpu --num-workers 64 checkpoint.dir=/shared/runs
     ~2T tokens (paper §4.2): 2,097,152 tokens/step x 1M steps."""
     return _gpu("8b", tokens=2_097_152, steps=1_000_000, warmup=5000, lr=1.5e-4, ds="zero3_multinode_8b", workers=64)
 
@@ -163,3 +166,23 @@ def deepspeed_config_path(name_or_path: str) -> Path:
         return candidate
     known = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
     raise ValueError(f"engine.deepspeed={name_or_path!r}: no such file or named config; named configs: {known}")
+
+
+# Settings that say how/where a run executes, not what it computes: changing them keeps the run
+# name (so the same command with another stop point or cluster address resumes the same run) and
+# they are left out of the config a resume must match.
+_NOT_HASHED = {"checkpoint": ("stop_after", "resume_from", "name"), "engine": ("ray_address", "max_failures")}
+
+
+def training_dict(cfg: TrainConfig) -> dict:
+    """The config minus the _NOT_HASHED fields and log_every: what determines the numbers a run produces."""
+    d = to_dict(cfg)
+    for section, keys in _NOT_HASHED.items():
+        for k in keys:
+            d[section].pop(k, None)
+    d.pop("log_every", None)
+    return d
+
+
+def run_name(cfg: TrainConfig) -> str:
+    return cfg.checkpoint.name or f"lm-{cfg.recipe}-{config_hash(training_dict(cfg))[:8]}"
