@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import mlflow
 import pyarrow.compute as pc
 
 from videopoet.config import ConfigError
@@ -46,7 +45,7 @@ from videopoet.pipeline.ingest_batch import (
 )
 from videopoet.pipeline.ingest_config import INGEST_RECIPES, IngestConfig
 from videopoet.pipeline.sources import InputSpec, SourceError, discover_inputs
-from videopoet.tracking import start_run
+from videopoet.tracking import Tracker
 
 __all__ = ["INGEST_RECIPES", "IngestConfig", "IngestJob", "run_ingest", "run_from_args"]
 
@@ -107,8 +106,11 @@ class IngestJob(DataJob[Batch, BatchResult]):
     def summary_line(self, summary: dict[str, Any]) -> str:
         return summary_line(summary)
 
-    def track(self, summary: dict[str, Any]) -> None:
-        _track(self.cfg, summary, self.out)
+    def track(self, tracker: Tracker, summary: dict[str, Any]) -> None:
+        tracker.log_metrics({k: float(summary[k]) for k in (
+            "inputs", "inputs_ok", "inputs_failed", "clips", "clips_this_run", "hours_of_video",
+            "wall_seconds", "clips_per_s", "clips_per_s_per_core", "duplicate_keys")}, step=0)
+        tracker.log_artifact(self.out / mf.SUMMARY_FILE)
 
     # Beam elements: plain tuples (index, [InputSpec fields])
     def to_element(self, unit: Batch) -> Any:
@@ -208,14 +210,6 @@ def run_ingest(cfg: IngestConfig, *, specs: list[InputSpec] | None = None) -> di
         except SourceError as err:
             raise ConfigError(str(err)) from None
     return run_job(IngestJob(cfg, out, specs))
-
-
-def _track(cfg: IngestConfig, summary: dict[str, Any], out: Path) -> None:
-    with start_run("ingest", cfg, tags={"engine": cfg.engine}):
-        mlflow.log_metrics({k: float(summary[k]) for k in (
-            "inputs", "inputs_ok", "inputs_failed", "clips", "clips_this_run", "hours_of_video",
-            "wall_seconds", "clips_per_s", "clips_per_s_per_core", "duplicate_keys")})
-        mlflow.log_artifact(str(out / mf.SUMMARY_FILE))
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:

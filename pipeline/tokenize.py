@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import mlflow
 import torch
 
 from videopoet.checkpoint import read_meta
@@ -59,7 +58,7 @@ from videopoet.pipeline.tokenize_encode import (
 )
 from videopoet.pipeline.tokenize_models import Models, load_models, model_identity
 from videopoet.pipeline.tokenize_stats import read_manifest, summarize, summary_line
-from videopoet.tracking import start_run
+from videopoet.tracking import Tracker
 
 __all__ = ["REFUSALS_FILE", "TOKENIZE_RECIPES", "TokenizeConfig", "TokenizeJob", "TokenizerMismatch", "read_manifest",
            "run_from_args", "run_tokenize"]
@@ -113,8 +112,18 @@ class TokenizeJob(DataJob[ShardUnit, UnitResult]):
     def summary_line(self, summary: dict[str, Any]) -> str:
         return summary_line(summary)
 
-    def track(self, summary: dict[str, Any]) -> None:
-        _track(self.cfg, summary, self.out)
+    def track(self, tracker: Tracker, summary: dict[str, Any]) -> None:
+        tracker.log_metrics({k: float(summary[k]) for k in (
+            "clips", "clips_ok", "clips_failed", "units", "units_this_run", "clips_this_run",
+            "wall_seconds", "clips_per_s")}, step=0)
+        tracker.log_metrics({f"samples_{t}": float(n) for t, n in summary["samples_per_task"].items()}, step=0)
+        for level, f in summary["codebook_usage"].items():
+            tracker.log_metrics({f"{level}_codes_used": float(f["used"]), f"{level}_perplexity": f["perplexity"]},
+                                step=0)
+        tracker.log_artifact(self.out / mf.SUMMARY_FILE)
+        tracker.log_artifact(self.out / mf.PLAN_FILE)
+        for p in summary.get("plots", []):
+            tracker.log_artifact(p, artifact_path="summary")
 
 
 # --- plan --------------------------------------------------------------------------------------
@@ -184,20 +193,6 @@ def run_tokenize(cfg: TokenizeConfig) -> dict[str, Any]:
     out = Path(cfg.output).expanduser().resolve()
     shards = input_shards(cfg.input)
     return run_job(TokenizeJob(cfg, out, model_identity(cfg), shards))
-
-
-def _track(cfg: TokenizeConfig, summary: dict[str, Any], out: Path) -> None:
-    with start_run("tokenize", cfg, tags={"engine": cfg.engine}):
-        mlflow.log_metrics({k: float(summary[k]) for k in (
-            "clips", "clips_ok", "clips_failed", "units", "units_this_run", "clips_this_run",
-            "wall_seconds", "clips_per_s")})
-        mlflow.log_metrics({f"samples_{t}": float(n) for t, n in summary["samples_per_task"].items()})
-        for level, f in summary["codebook_usage"].items():
-            mlflow.log_metrics({f"{level}_codes_used": float(f["used"]), f"{level}_perplexity": f["perplexity"]})
-        mlflow.log_artifact(str(out / mf.SUMMARY_FILE))
-        mlflow.log_artifact(str(out / mf.PLAN_FILE))
-        for p in summary.get("plots", []):
-            mlflow.log_artifact(p, artifact_path="summary")
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizeConfig:

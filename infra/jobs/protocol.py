@@ -101,8 +101,8 @@ class DataJob(ABC, Generic[U, R]):
     @abstractmethod
     def summary_line(self, summary: dict[str, Any]) -> str: ...
 
-    def track(self, summary: dict[str, Any]) -> None:
-        """Log the run (MLflow); called when cfg.track."""
+    def track(self, tracker: Any, summary: dict[str, Any]) -> None:
+        """Log the summary's figures and files to the job's run (a videopoet.tracking.Tracker); when cfg.track."""
 
     # --- workers ---
     @abstractmethod

@@ -8,6 +8,7 @@ from typing import Any
 
 from videopoet.jobs.progress import Progress
 from videopoet.jobs.protocol import DataJob
+from videopoet.tracking import Tracker
 
 # engine -> "module:function"; the Beam and Ray modules import their library, so only the chosen one is imported
 RUNNERS = {
@@ -50,5 +51,7 @@ def run_job(job: DataJob) -> dict[str, Any]:
     summary = job.summarize(units, results, time.perf_counter() - t0)
     print(job.summary_line(summary), flush=True)
     if cfg.track:
-        job.track(summary)
+        # Only the driver tracks: workers never import MLflow.
+        with Tracker.start(job.name, cfg, tags={"engine": cfg.engine}) as tracker:
+            job.track(tracker, summary)
     return summary
