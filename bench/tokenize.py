@@ -127,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         video_ckpt, audio_ckpt = make_checkpoints(work / "ckpt", args.recipe)
         inputs = make_inputs(work, args.clips, args.clips_per_shard, args.frames, h, w)
-        print(f"bench tokenize: {args.clips} clips of {args.frames}x{h}x{w} in {-(-args.clips // args.clips_per_shard)} "
-              f"shards, recipe {args.recipe}, device {args.device} (setup {time.perf_counter() - t0:.1f} s)", flush=True)
+        print(f"bench tokenize: {args.clips} clips of {args.frames}x{h}x{w} in "
+              f"{-(-args.clips // args.clips_per_shard)} "
+              f"shards, recipe {args.recipe}, device {args.device} "
+              f"(setup {time.perf_counter() - t0:.1f} s)", flush=True)
 
         def cfg_for(engine: str, out: Path):
             extra = [f"ray.num_cpus={args.num_cpus}"] if args.num_cpus else []
@@ -147,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
             out = work / f"out-{engine}"
             s = run_tokenize(cfg_for(engine, out))
-            engines[engine] = {"clips": s["clips_ok"], "wall_seconds": s["wall_seconds"], "clips_per_s": s["clips_per_s"],
-                               "includes_model_load": engine == "ray"}
+            engines[engine] = {"clips": s["clips_ok"], "wall_seconds": s["wall_seconds"],
+                               "clips_per_s": s["clips_per_s"], "includes_model_load": engine == "ray"}
             shutil.rmtree(out, ignore_errors=True)
-            print(f"{engine}: {s['clips_per_s']:.3f} clips/s ({s['clips_ok']} clips in {s['wall_seconds']:.1f} s)", flush=True)
+            print(f"{engine}: {s['clips_per_s']:.3f} clips/s ({s['clips_ok']} clips in {s['wall_seconds']:.1f} s)",
+                  flush=True)
         report = {
             "bench": "tokenize", "host": platform.node(), "python": platform.python_version(),
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

@@ -1,9 +1,11 @@
 """Video tokenizer benchmarks (JSON to bench/results/tokenizer_<mode>.json).
 
     python bench/tokenizer.py                                   # speed: tiny, CPU, 17x128x128
-    python bench/tokenizer.py --recipe paper --device cuda --bf16 --batch 16   # the GPU target (>= 90 clips/s encode on an H100)
+    python bench/tokenizer.py --recipe paper --device cuda --bf16 --batch 16   # the GPU target \
+(>= 90 clips/s encode on an H100)
     python bench/tokenizer.py --mode lfq-memory                 # LFQ entropy: factorised vs brute-force peak memory
-    python bench/tokenizer.py --mode learn --minutes 10         # tiny trained on moving shapes: held-out PSNR vs baselines
+    python bench/tokenizer.py --mode learn --minutes 10         # tiny trained on moving shapes: \
+held-out PSNR vs baselines
 
 speed: encode and decode clips/s (median of --iters timed batches after warm-up).
 lfq-memory: peak memory of the exact codebook-entropy computation at N tokens, measured (CUDA:
@@ -122,7 +124,8 @@ def bench_lfq_memory(args) -> dict:
     n = args.tokens
     k = 1 << 18
     mib = 2**20
-    method = "cuda max_memory_allocated" if args.device.startswith("cuda") else "peak RSS (ru_maxrss) of a fresh process above its baseline, forward + backward"
+    method = ("cuda max_memory_allocated" if args.device.startswith("cuda")
+              else "peak RSS (ru_maxrss) of a fresh process above its baseline, forward + backward")
     result = {
         "tokens": n, "bits": 18, "method": method, "device": _device_name(args.device),
         "analytic": {

@@ -105,7 +105,8 @@ def _two_rank_worker(rank: int, cfg_dict: dict, steps: int, warmup: int, out: st
     from videopoet.trainer.config import TrainConfig
     from videopoet.trainer.lm_trainer import LMTrainer as Trainer
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT="29612")
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT="29612")
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     import torch.distributed as dist
 
@@ -158,7 +159,8 @@ def zero3_memory_8b() -> dict:
             row[name] = {"gpu_gib_per_gpu": round(gpu / gib, 2), "cpu_gib_per_node": round(cpu / gib, 1)}
         rows.append(row)
     return {"total_params": total, "largest_layer_params": largest, "per_gpu_count": rows,
-            "note": "model states only (DeepSpeed's formula: fp32 master + Adam + bf16 params/grads); activations come on top"}
+            "note": "model states only (DeepSpeed's formula: fp32 master + Adam + bf16 params/grads); "
+                    "activations come on top"}
 
 
 def main() -> int:
@@ -201,7 +203,8 @@ def main() -> int:
                 result["two_ranks"] = bench_two_ranks(cfg, args.steps or 6, args.warmup)
         result["zero3_memory_8b"] = zero3_memory_8b()
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / ("train_gpu.json" if args.gpu else "train.json"))
+    out = Path(args.out
+               or Path(__file__).resolve().parent / "results" / ("train_gpu.json" if args.gpu else "train.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
     print(json.dumps(result, indent=1, default=str))
@@ -210,7 +213,8 @@ def main() -> int:
     print(f"train bench ({result['recipe']}, {result['device']}): plain {p['tokens_per_s']:.0f} tokens/s "
           f"{p['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s, ZeRO-3 {z['tokens_per_s']:.0f} tokens/s; "
           f"ZeRO-3/plain step time {result['zero3_over_plain']:.2f}{mfu}; "
-          f"8B ZeRO-3 model states on 64 GPUs: {result['zero3_memory_8b']['per_gpu_count'][-1]['no_offload']['gpu_gib_per_gpu']} GiB/GPU "
+          "8B ZeRO-3 model states on 64 GPUs: "
+          f"{result['zero3_memory_8b']['per_gpu_count'][-1]['no_offload']['gpu_gib_per_gpu']} GiB/GPU "
           f"-> {out}")
     return 0
 

@@ -162,11 +162,13 @@ def normalize_row(row: dict[str, Any], task_names: Sequence[str], where: str = "
     if min(t, h, w) < 1:
         raise TokenShardError(f"{where}: latent_t/h/w must be >= 1, got {t}x{h}x{w}")
     if out["video_tokens"].size != t * h * w:
-        raise TokenShardError(f"{where}: video_tokens has {out['video_tokens'].size} codes, latent grid {t}x{h}x{w} needs {t * h * w}")
+        raise TokenShardError(f"{where}: video_tokens has {out['video_tokens'].size} codes, "
+                              f"latent grid {t}x{h}x{w} needs {t * h * w}")
     _check_range(out["video_tokens"], NUM_VISUAL_CODES, "video_tokens", where)
     if out["first_frame_tokens"] is not None:
         if out["first_frame_tokens"].size != h * w:
-            raise TokenShardError(f"{where}: first_frame_tokens has {out['first_frame_tokens'].size} codes, expected {h * w}")
+            raise TokenShardError(f"{where}: first_frame_tokens has {out['first_frame_tokens'].size} codes, "
+                                  f"expected {h * w}")
         _check_range(out["first_frame_tokens"], NUM_VISUAL_CODES, "first_frame_tokens", where)
     for name in VIDEO_COND_COLUMNS:
         if out[name] is not None:
@@ -179,14 +181,16 @@ def normalize_row(row: dict[str, Any], task_names: Sequence[str], where: str = "
             raise TokenShardError(f"{where}: audio_frames={frames} but audio_tokens is null")
     else:
         if frames < 1 or out["audio_tokens"].size != AUDIO_LEVELS * frames:
-            raise TokenShardError(f"{where}: audio_tokens has {out['audio_tokens'].size} codes, expected {AUDIO_LEVELS}*audio_frames={AUDIO_LEVELS * frames}")
+            raise TokenShardError(f"{where}: audio_tokens has {out['audio_tokens'].size} codes, "
+                                  f"expected {AUDIO_LEVELS}*audio_frames={AUDIO_LEVELS * frames}")
         _check_range(out["audio_tokens"], AUDIO_CODES_PER_LEVEL, "audio_tokens", where)
     if (out["text_emb"] is None) != (out["text_mask"] is None):
         raise TokenShardError(f"{where}: text_emb and text_mask must both be set or both be null")
     if out["text_emb"] is not None:
         dim = out["text_dim"]
         if dim < 1 or len(out["text_emb"]) != TEXT_SLOTS * dim * 2:
-            raise TokenShardError(f"{where}: text_emb has {len(out['text_emb'])} bytes, expected float16 [{TEXT_SLOTS}, text_dim={dim}] = {TEXT_SLOTS * dim * 2}")
+            raise TokenShardError(f"{where}: text_emb has {len(out['text_emb'])} bytes, "
+                                  f"expected float16 [{TEXT_SLOTS}, text_dim={dim}] = {TEXT_SLOTS * dim * 2}")
         if out["text_mask"].size != TEXT_SLOTS:
             raise TokenShardError(f"{where}: text_mask has {out['text_mask'].size} entries, expected {TEXT_SLOTS}")
     for task in task_names:
@@ -276,7 +280,8 @@ def check_version(metadata: dict | None, where: str) -> tuple[str, ...]:
     if version is None:
         raise TokenShardError(f"{where}: not a videopoet token shard (no {VERSION_KEY.decode()} metadata)")
     if version.decode() != str(TOKEN_FORMAT_VERSION):
-        raise TokenShardError(f"{where}: token format version {version.decode()}, this code reads {TOKEN_FORMAT_VERSION}")
+        raise TokenShardError(f"{where}: token format version {version.decode()}, "
+                              f"this code reads {TOKEN_FORMAT_VERSION}")
     return tuple(json.loads(metadata.get(TASKS_KEY, b"[]")))
 
 
@@ -350,7 +355,9 @@ def read_row_group(path: str | Path, index: int, columns: Sequence[str] | None =
         return table_rows(pf.read_row_group(index, columns=list(columns) if columns else None))
 
 
-def iter_token_rows(root: str | Path | Sequence[str | Path], columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_token_rows(
+    root: str | Path | Sequence[str | Path], columns: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Every row under `root` in shard and row order, decoded, reading one row group at a time."""
     import pyarrow.parquet as pq
 

@@ -11,8 +11,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from videopoet.pipeline import token_shards as ts
 from videopoet.pipeline import tasks as T
+from videopoet.pipeline import token_shards as ts
 from videopoet.trainer.data import AGDLoader, AGDSampler, DataConfig, ShardIndex
 
 
@@ -116,7 +116,9 @@ def test_every_draw_derives_from_seed_and_step(shards):
     assert b.state_dict()["consumed"] == [int(c) for c in _consumed_after(index, root, 12)]
     for s in range(12, 30):
         p = b.plan(s)
-        assert (p.group, p.positions, p.drop_text.tolist()) == (plans_a[s].group, plans_a[s].positions, plans_a[s].drop_text.tolist())
+        assert (p.group, p.positions, p.drop_text.tolist()) == (
+            plans_a[s].group, plans_a[s].positions, plans_a[s].drop_text.tolist()
+        )
         b.advance(p)
     assert b.state_dict() == a.state_dict()
     other = AGDSampler(index, _cfg(root, seed=4), 50)

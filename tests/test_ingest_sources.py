@@ -47,7 +47,8 @@ def test_glob_and_single_file(tree):
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
 def test_manifests_resolve_relative_paths(tree, kind):
-    rows = [{"path": "sub/pic.jpg", "caption": "cap, with comma", "id": "img1"}, {"path": "a.mp4", "caption": "", "id": ""}]
+    rows = [{"path": "sub/pic.jpg", "caption": "cap, with comma", "id": "img1"},
+            {"path": "a.mp4", "caption": "", "id": ""}]
     path = tree / f"list.{kind}"
     if kind == "csv":
         path.write_text('path,caption,id\nsub/pic.jpg,"cap, with comma",img1\na.mp4,,\n')
@@ -91,7 +92,8 @@ def test_open_local_hashes_local_and_fsspec_urls(tree):
 def _rows(batch):
     return [
         {"kind": "input", "batch": batch, "input_id": "a", "uri": "/a", "status": "ok", "clips": 1, "seconds": 2.5},
-        {"kind": "clip", "batch": batch, "input_id": "a", "uri": "/a", "key": f"k{batch}", "shard": mf.shard_name(batch, 0)},
+        {"kind": "clip", "batch": batch, "input_id": "a", "uri": "/a", "key": f"k{batch}",
+         "shard": mf.shard_name(batch, 0)},
     ]
 
 

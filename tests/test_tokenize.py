@@ -169,7 +169,8 @@ def test_rows_follow_the_clip_contents(reference, ckpts):
     assert full["len_style"] > 0 and nocap["len_style"] == 0 and nocap["len_t2v"] == 0 and full["len_t2v"] > 0
     assert image["len_t2i"] > 0 and image["len_i2v"] == 0 and full["len_t2i"] == 0
     assert full["len_v2a"] > 0 and rows["s1_ok"]["len_v2a"] == 0
-    assert summary["samples_per_task"]["t2i"] == 1 and summary["samples_per_task"]["style"] == 4  # s0_full, s1_ok, s2_ok, s3_ok: cond + caption
+    # style: s0_full, s1_ok, s2_ok, s3_ok: cond + caption
+    assert summary["samples_per_task"]["t2i"] == 1 and summary["samples_per_task"]["style"] == 4
     lengths = summary["samples_per_task_and_length"]["uncond"]
     assert sum(lengths.values()) == 6 and len(lengths) == 3  # 17x32x32, 17x56x32, 41x32x32
     assert summary["codebook_usage"]["video"]["tokens"] == sum(r["video_tokens"].size for r in rows.values())
@@ -344,12 +345,13 @@ def test_shards_from_the_real_ingest_job(sample_media, ckpts, tmp_path):
     truth = json.loads((sample_media / "truth.json").read_text())["files"]
     names = ["h264_24fps_320x240_square.mp4", "image_320x240.jpg"]
     listing = tmp_path / "inputs.jsonl"
-    listing.write_text("".join(json.dumps({"path": str(sample_media / n), "caption": truth[n]["caption"], "id": n}) + "\n"
-                               for n in names))
+    listing.write_text("".join(json.dumps({"path": str(sample_media / n), "caption": truth[n]["caption"], "id": n})
+                               + "\n" for n in names))
     run_ingest(INGEST_RECIPES.get("tiny", [
         f"input={listing}", f"output={tmp_path / 'clips'}", "engine=local", "media.clips_per_video=1",
         "media.flow=dis", "media.depth=none", "media.formats=[square,portrait]", "progress=false", "track=false"]))
-    summary = run_tokenize(_cfg(ckpts, tmp_path / "clips" / mf.SHARDS_DIR, tmp_path / "out", "local", ["any_size=false"]))
+    summary = run_tokenize(_cfg(ckpts, tmp_path / "clips" / mf.SHARDS_DIR, tmp_path / "out", "local",
+                                ["any_size=false"]))
     assert summary["clips_failed"] == 0 and summary["clips_ok"] == 3, summary["failures_by_class"]
     rows = {(r["video_format"], r["num_frames"]): r for r in iter_token_rows(tmp_path / "out" / mf.SHARDS_DIR)}
     assert set(rows) == {("square", 17), ("portrait", 17), ("square", 1)}
@@ -398,7 +400,9 @@ def test_model_stage_failures_cost_the_clip_or_stop_the_unit():
 
     group = items("a", "bad1", "b")
     assert _run_stage("video_tokenizer", {0: group}, fn, "s.tar") == {"a": "A", "b": "B"}
-    assert [(i.key, i.ok, i.error_class) for i in group] == [("a", True, None), ("bad1", False, "ValueError"), ("b", True, None)]
+    assert [(i.key, i.ok, i.error_class) for i in group] == [
+        ("a", True, None), ("bad1", False, "ValueError"), ("b", True, None)
+    ]
     assert "s.tar: clip bad1: video_tokenizer failed (cannot encode ['bad1'])" == group[1].message
     with pytest.raises(StageError, match="all 2 clips"):
         _run_stage("audio_tokenizer", {0: items("bad1", "bad2")}, fn, "s.tar")

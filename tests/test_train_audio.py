@@ -99,7 +99,8 @@ def test_resume_equals_uninterrupted(shards, tmp_path):
     assert tok.encode(torch.zeros(1, 1, 34_000)).shape == (1, 4, 106)
     # a different config in the same --out is refused
     with pytest.raises(ConfigError, match="different config"):
-        train_audio.train(train_audio.RECIPES.get("tiny", FAST + ["optim.lr=0.5"]), shards, tmp_path / "full", quiet=True)
+        train_audio.train(train_audio.RECIPES.get("tiny", FAST + ["optim.lr=0.5"]), shards, tmp_path / "full",
+                          quiet=True)
 
 
 def test_cli_run_logs_mlflow(shards, tmp_path):
@@ -109,7 +110,8 @@ def test_cli_run_logs_mlflow(shards, tmp_path):
     args = _parse(["--data", str(shards), "--out", str(tmp_path / "out"), "--run-name", "audio-test", *FAST])
     assert commands.resolve(args.run)(args) == 0
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["videopoet"], filter_string="tags.`videopoet.job` = 'train-tokenizer-audio'",
+    runs = mlflow.search_runs(experiment_names=["videopoet"],
+                              filter_string="tags.`videopoet.job` = 'train-tokenizer-audio'",
                               output_format="list")
     assert len(runs) == 1
     run = runs[0]

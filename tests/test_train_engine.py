@@ -129,7 +129,8 @@ def test_zero3_on_two_ray_workers_matches_one_plain_process(runs):
     assert max(moves) > 100 * LOSS_TOL and sorted(moves)[len(moves) // 2] > 20 * LOSS_TOL, moves
     assert ref[STEPS - 1] < ref[0]  # it learns
     gn_ref = _losses(client, runs["ref"]["mlflow_run_id"], "grad_norm")
-    gn = {**_losses(client, runs["dist1"]["mlflow_run_id"], "grad_norm"), **_losses(client, runs["dist2"]["mlflow_run_id"], "grad_norm")}
+    gn = {**_losses(client, runs["dist1"]["mlflow_run_id"], "grad_norm"),
+          **_losses(client, runs["dist2"]["mlflow_run_id"], "grad_norm")}
     assert all(math.isclose(gn[s], gn_ref[s], rel_tol=1e-3) for s in range(STEPS)), (gn, gn_ref)
 
 
@@ -171,7 +172,8 @@ def test_mlflow_run_has_per_task_losses_shares_throughput_and_zero_padding(runs)
     assert run.data.params["engine.num_workers"] == "2" and run.data.tags["engine"] == "deepspeed"
     assert "step_" in run.data.tags["checkpoint.latest"]
     ref_run = client.get_run(runs["ref"]["mlflow_run_id"])
-    per_task = sum(len(_losses(client, ref_run.info.run_id, k)) for k in ref_run.data.metrics if k.count("/") == 1 and k.endswith("/loss"))
+    per_task = sum(len(_losses(client, ref_run.info.run_id, k))
+                   for k in ref_run.data.metrics if k.count("/") == 1 and k.endswith("/loss"))
     assert per_task == STEPS  # every step logs its loss under its task
 
 
@@ -183,7 +185,8 @@ def test_exports_load_as_videopoet_lm_checkpoints_and_agree(runs):
     ref_w, ref_meta = load_checkpoint(runs["ref"]["export"], kind="videopoet-lm")
     dist_w, dist_meta = load_checkpoint(runs["dist2"]["export"], kind="videopoet-lm")
     assert ref_meta["config"]["model"] == dist_meta["config"]["model"]
-    model = VideoPoetLM(ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in dist_meta["config"]["model"].items()}))
+    model = VideoPoetLM(ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in dist_meta["config"]["model"].items()}))
     model.load_state_dict(dist_w, strict=True)
     # ZeRO-3-gathered weights vs the plain run's: the same training up to reduction order
     num = sum(float((dist_w[k] - ref_w[k]).norm() ** 2) for k in ref_w)

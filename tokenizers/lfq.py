@@ -122,7 +122,8 @@ def codebook_marginal(logits: torch.Tensor, split: int = HALF_BITS) -> torch.Ten
     """
     n, d = logits.shape
     if d - split > 15:
-        raise ValueError(f"codebook_marginal: {d} bits would need a 2^{d - split} wide factor; use <= {split + 15} bits")
+        raise ValueError(f"codebook_marginal: {d} bits would need a 2^{d - split} wide factor; "
+                         f"use <= {split + 15} bits")
     p_a = group_probabilities(logits[:, :split])
     p_b = group_probabilities(logits[:, split:]) if d > split else logits.new_ones(n, 1)
     joint = p_a.T @ p_b  # sum_n P_A[n, a] P_B[n, b]

@@ -12,8 +12,8 @@ Causality is exact, not approximate (tests/test_magvit2.py checks prefix equalit
   * the decoder's adaptive group norm takes its scale/shift from the statistics of the *same
     chunk's* quantised latent frame, and upsamples with conv + depth-to-space, dropping the first
     s_t - 1 frames (5 -> 10 -> 9 -> 18 -> 17), so decoded frames 4k-3..4k depend on latents <= k.
-Architecture as MAGVIT-v2 §3.2 / Open-MAGVIT2's replication (docs: ../shared/reference/tokenizer.md
-§1.2): strided-conv downsampling, spatial-only first level, temporal downsampling deferred to the
+Architecture as MAGVIT-v2 (arXiv 2310.05737) §3.2 / Open-MAGVIT2's replication (docs/architecture.md,
+"Video tokenizer"): strided-conv downsampling, spatial-only first level, temporal downsampling deferred to the
 later levels, a parameter-free per-frame GroupNorm before LFQ.
 
 Image pretraining uses the same network with temporal kernel 1 (`temporal_kernel=1`); `inflate_state_dict`
@@ -277,7 +277,8 @@ class VideoTokenizer(nn.Module):
         model = cls(from_dict(VideoTokenizerConfig, meta["config"]))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(f"{path}: weights do not fit the config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         model._content_hash = meta["content_hash"]
         model.eval()
         if device is not None:
@@ -387,12 +388,14 @@ def inflate_state_dict(image_state: dict[str, torch.Tensor], video_model: VideoT
         src = image_state[name]
         if src.shape == value.shape:
             out[name] = src.clone()
-        elif src.ndim == 5 and src.shape[2] == 1 and src.shape[:2] == value.shape[:2] and src.shape[3:] == value.shape[3:]:
+        elif (src.ndim == 5 and src.shape[2] == 1 and src.shape[:2] == value.shape[:2]
+              and src.shape[3:] == value.shape[3:]):
             w = torch.zeros_like(value)
             w[:, :, -1] = src[:, :, 0]
             out[name] = w
         else:
-            raise ValueError(f"inflate: {name} has shape {tuple(src.shape)} in the image network, {tuple(value.shape)} in the video one")
+            raise ValueError(f"inflate: {name} has shape {tuple(src.shape)} in the image network, "
+                             f"{tuple(value.shape)} in the video one")
     return out
 
 

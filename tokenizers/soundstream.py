@@ -30,12 +30,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
 from videopoet.tokenizers.soundstream_config import (  # noqa: F401  (re-exported)
-    AUDIO_VOCAB, CHECKPOINT_KIND, CODEBOOK_SIZE, HOP, NUM_LEVELS, RECIPES, SAMPLE_RATE, SoundStreamConfig, paper,
+    AUDIO_VOCAB,
+    CHECKPOINT_KIND,
+    CODEBOOK_SIZE,
+    HOP,
+    NUM_LEVELS,
+    RECIPES,
+    SAMPLE_RATE,
+    SoundStreamConfig,
+    paper,
     tiny,
 )
-
 
 # --------------------------------------------------------------------------------------------------
 # causal convolutions
@@ -239,7 +245,8 @@ class AudioTokenizer(nn.Module):
         model = cls(cfg, prime_codebooks=False)
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if missing or unexpected:
-            raise CheckpointError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise CheckpointError(f"{path}: weights do not fit the config "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         model._content_hash = meta["content_hash"]
         model.eval()
         return model.to(device or default_device())
@@ -343,7 +350,9 @@ def flatten_codes(codes: torch.Tensor, codebook_size: int = CODEBOOK_SIZE) -> to
     return (codes.long() + offsets).flatten(1)
 
 
-def unflatten_codes(ids: torch.Tensor, num_levels: int = NUM_LEVELS, codebook_size: int = CODEBOOK_SIZE) -> torch.Tensor:
+def unflatten_codes(
+    ids: torch.Tensor, num_levels: int = NUM_LEVELS, codebook_size: int = CODEBOOK_SIZE
+) -> torch.Tensor:
     """Inverse of flatten_codes: ids [B, Q * F] -> codes [B, Q, F]; raises if an id is not in its
     level's range (e.g. a sampler put a level-2 id where level 0 belongs)."""
     if ids.ndim != 2 or ids.shape[1] % num_levels:

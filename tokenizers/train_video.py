@@ -3,7 +3,7 @@
     videopoet train-tokenizer video --data CLIP_SHARDS --out runs/vtok --config tiny [key=value ...]
     videopoet train-tokenizer video --data s3://... --config paper --num-workers 8     # Ray Train, DDP
 
-Objective (MAGVIT-v2, ../shared/reference/tokenizer.md §1.4): L2 reconstruction + perceptual loss on
+Objective (MAGVIT-v2, arXiv 2310.05737 §3.3): L2 reconstruction + perceptual loss on
 the logits of a frozen torchvision classifier loaded from a local state dict (off without one) +
 non-saturating GAN with a 3D StyleGAN-style discriminator (blur-pool downsampling, LeCAM, R1),
 switched on after `loss.gan_start_step` + LFQ commitment 0.25 and annealed entropy 0.1. EMA of the
@@ -12,7 +12,8 @@ frames with the 2D network (temporal kernel 1), then inflation into the causal 3
 (magvit2.inflate_state_dict) and video training.
 
 Distribution (videopoet.training.launch): `--num-workers 0` (default) trains in this process;
-N >= 1 runs the same worker under Ray Train (TorchTrainer: DDP, gloo on CPU, nccl on GPUs). Shards are assigned to ranks per epoch
+N >= 1 runs the same worker under Ray Train (TorchTrainer: DDP, gloo on CPU, nccl on GPUs). \
+Shards are assigned to ranks per epoch
 (clips round-robin when there are fewer shards than ranks); the LFQ codebook entropy is all-reduced.
 bf16 autocast on CUDA (`bf16=true`); LFQ, entropy and norms compute in fp32.
 
@@ -21,7 +22,8 @@ Checkpoints (videopoet.training.checkpoints: `<out>/checkpoints/step_XXXXXXXX/st
 LeCAM state, RNG states, the phase and the data position (epoch, batches consumed), so a resumed run
 repeats the uninterrupted loss curve exactly; the EMA tokenizer is exported to `<out>/tokenizer`
 (VideoTokenizer.load). Rerunning the same command resumes from the latest checkpoint (a different
-config is refused, naming the differing keys); `--stop-after S` stops at the absolute step S. MLflow (rank 0): losses, entropies, learning rate, held-out PSNR /
+config is refused, naming the differing keys); `--stop-after S` stops at the absolute step S. \
+MLflow (rank 0): losses, entropies, learning rate, held-out PSNR /
 SSIM, codebook utilisation, and side-by-side original|reconstruction .mp4 artifacts.
 """
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from videopoet.config import RecipeRegistry
 
+
 @dataclass
 class VideoTokenizerConfig:
     channels: int = 128
@@ -35,7 +36,8 @@ class VideoTokenizerConfig:
                              f"downsampling step), got {len(self.temporal_down)}")
         for m in self.channel_mult:
             if (self.channels * m) % self.norm_groups:
-                raise ValueError(f"channels*mult={self.channels * m} is not divisible by norm_groups={self.norm_groups}")
+                raise ValueError(f"channels*mult={self.channels * m} is not divisible by "
+                                 f"norm_groups={self.norm_groups}")
         if self.temporal_kernel not in (1, 3):
             raise ValueError(f"temporal_kernel={self.temporal_kernel}: must be 1 (image) or 3 (video)")
         if not 2 <= self.bits <= 24:

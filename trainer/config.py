@@ -46,7 +46,8 @@ class ScheduleConfig:
 
     def validate(self) -> None:
         if self.max_steps < 1 or self.warmup_steps < 0:
-            raise ValueError(f"max_steps={self.max_steps}, warmup_steps={self.warmup_steps}: need max_steps >= 1, warmup_steps >= 0")
+            raise ValueError(f"max_steps={self.max_steps}, warmup_steps={self.warmup_steps}: "
+                             "need max_steps >= 1, warmup_steps >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio={self.min_lr_ratio}: must lie in [0, 1]")
 
@@ -72,7 +73,8 @@ class EngineConfig:
 
 @dataclass
 class CheckpointConfig:
-    dir: str = "runs"  # run `name` lives in <dir>/<name>/ (checkpoints/step_<N>/ ...): a shared filesystem for multi-node
+    # run `name` lives in <dir>/<name>/ (checkpoints/step_<N>/ ...): a shared filesystem for multi-node
+    dir: str = "runs"
     name: str = ""  # run name; empty: derived from the recipe and config hash. Same name again = resume.
     every_steps: int = 100
     keep: int = 2  # checkpoints kept
@@ -146,7 +148,8 @@ def r1b() -> TrainConfig:
 
 
 def r8b() -> TrainConfig:
-    """64 GPUs: videopoet train --config 8b data.shards=[s3://bucket/tokens] --ray-address auto --use-gpu --num-workers 64 checkpoint.dir=/shared/runs
+    """64 GPUs: videopoet train --config 8b data.shards=[s3://bucket/tokens] --ray-address auto --use-gpu \
+--num-workers 64 checkpoint.dir=/shared/runs
     ~2T tokens (paper §4.2): 2,097,152 tokens/step x 1M steps."""
     return _gpu("8b", tokens=2_097_152, steps=1_000_000, warmup=5000, lr=1.5e-4, ds="zero3_multinode_8b", workers=64)
 

@@ -51,7 +51,8 @@ class DataConfig:
     tasks: list[str] = field(default_factory=list)  # empty: every task the shards can serve
     task_weights: dict[str, float] = field(default_factory=dict)  # relative step share within a modality (default 1)
     tokens_per_step: int = 16_384  # global token budget of one step (all ranks together)
-    batch_multiple: int = 1  # global batch is a multiple of lcm(this, world size): same batches at any world size dividing it
+    # global batch is a multiple of lcm(this, world size): same batches at any world size dividing it
+    batch_multiple: int = 1
     stage_ends: list[float] = field(default_factory=lambda: [0.25, 1.0])  # fractions of max_steps
     stage_image_share: list[float] = field(default_factory=lambda: [0.9, 0.1])  # share of image steps per stage
     cond_dropout: float = 0.1  # probability of dropping the text condition (CFG)
@@ -134,7 +135,8 @@ class ShardIndex:
                 rg_sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
             digest.update(f"{path.name}:{table.num_rows}:{rg_sizes}:{use}".encode())
             rg = np.repeat(np.arange(len(rg_sizes), dtype=np.int32), rg_sizes)
-            row = np.concatenate([np.arange(s, dtype=np.int32) for s in rg_sizes]) if rg_sizes else np.zeros(0, np.int32)
+            row = (np.concatenate([np.arange(s, dtype=np.int32) for s in rg_sizes]) if rg_sizes
+                   else np.zeros(0, np.int32))
             is_image = table.column("num_frames").to_numpy() == 1
             for task in use:
                 lengths = table.column(ts.len_column(task)).to_numpy()
@@ -149,7 +151,8 @@ class ShardIndex:
             f, g, r = np.concatenate(chunks, axis=1)
             groups.append(Group(task, length, kind, f, g, r))
         if not groups:
-            raise ts.TokenShardError(f"token shards under {list(shards)} serve none of the tasks {wanted or 'in their len_ columns'}")
+            raise ts.TokenShardError(f"token shards under {list(shards)} serve none of the tasks "
+                                     f"{wanted or 'in their len_ columns'}")
         return cls(files, groups, digest.hexdigest()[:16])
 
     def summary(self) -> dict[str, int]:
@@ -239,7 +242,8 @@ class AGDSampler:
 
     def group_for_step(self, step: int) -> int:
         p = self.group_probabilities(step)
-        return int(np.searchsorted(np.cumsum(p), _rng(self.cfg.seed, _TAG_GROUP, step).random() * p.sum(), side="right").clip(0, len(p) - 1))
+        return int(np.searchsorted(np.cumsum(p), _rng(self.cfg.seed, _TAG_GROUP, step).random() * p.sum(),
+                                   side="right").clip(0, len(p) - 1))
 
     def global_batch(self, group: int, world_size: int = 1) -> int:
         """B = budget // L rounded down to a multiple of lcm(batch_multiple, world), at least that multiple."""
@@ -279,7 +283,9 @@ class AGDSampler:
         if key not in self._window_cache:
             b_starts, b_sizes = windows[wi]
             members = np.concatenate([np.arange(s, s + n) for s, n in zip(b_starts, b_sizes)])
-            self._window_cache[key] = members[_rng(self.cfg.seed, _TAG_ROWS, g.key, epoch, wi).permutation(members.size)]
+            self._window_cache[key] = members[
+                _rng(self.cfg.seed, _TAG_ROWS, g.key, epoch, wi).permutation(members.size)
+            ]
             while len(self._window_cache) > 2 * max(1, len(self.index.groups)):
                 self._window_cache.popitem(last=False)
         return int(self._window_cache[key][offset - win_starts[wi]])
@@ -316,10 +322,12 @@ class AGDSampler:
                 "seed": self.cfg.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("groups") != [g.name for g in self.index.groups] or state.get("fingerprint") != self.index.fingerprint:
+        if (state.get("groups") != [g.name for g in self.index.groups]
+                or state.get("fingerprint") != self.index.fingerprint):
             raise ValueError(
                 "data position in the checkpoint was saved for other token shards "
-                f"(fingerprint {state.get('fingerprint')} vs {self.index.fingerprint}); resume with the same data.shards"
+                f"(fingerprint {state.get('fingerprint')} vs {self.index.fingerprint}); "
+                "resume with the same data.shards"
             )
         self.consumed[:] = np.asarray(state["consumed"], dtype=np.int64)
         self.step = int(state["step"])
@@ -365,12 +373,13 @@ def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batc
         if len(lay.tokens) != plan.length:
             raise ValueError(
                 f"task {plan.task}: clip {r.get('key')} has a layout of {len(lay.tokens)} tokens but its "
-                f"len_{plan.task} column says {plan.length}; the token shard was written by another version of pipeline.tasks"
+                f"len_{plan.task} column says {plan.length}; "
+                "the token shard was written by another version of pipeline.tasks"
             )
     prefix_len, text_start = layouts[0].prefix_len, layouts[0].text_start
-    if any(l.prefix_len != prefix_len or l.text_start != text_start for l in layouts):
+    if any(layout.prefix_len != prefix_len or layout.text_start != text_start for layout in layouts):
         raise ValueError(f"task {plan.task}, length {plan.length}: layouts disagree on prefix_len/text_start")
-    tokens = torch.from_numpy(np.stack([np.asarray(l.tokens, dtype=np.int64) for l in layouts]))
+    tokens = torch.from_numpy(np.stack([np.asarray(layout.tokens, dtype=np.int64) for layout in layouts]))
     text_emb = text_mask = None
     if text_start is not None:
         dims = {int(r["text_dim"]) for r in rows}
@@ -384,7 +393,7 @@ def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batc
                 emb[i] = r["text_emb"]
                 mask[i] = r["text_mask"]
         text_emb, text_mask = torch.from_numpy(emb), torch.from_numpy(mask)
-    real = sum(len(l.tokens) for l in layouts)
+    real = sum(len(layout.tokens) for layout in layouts)
     return Batch(plan.task, group_name, tokens, int(prefix_len), text_start, text_emb, text_mask,
                  plan.global_batch, real, int(plan.drop_text.sum()) if text_start is not None else 0)
 
@@ -424,7 +433,8 @@ class AGDLoader:
 
         dims: set[int] = set()
         for path in self.index.files:
-            dims.update(int(d) for d in pq.read_table(path, columns=["text_dim"]).column("text_dim").unique().to_pylist())
+            dims.update(int(d) for d in
+                        pq.read_table(path, columns=["text_dim"]).column("text_dim").unique().to_pylist())
         return dims
 
 

@@ -203,8 +203,8 @@ class LMTrainer:
             grad_norm = self.engine.get_global_grad_norm()
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         else:
-            autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.bf16 and self.device.type == "cuda"
-                        else contextlib.nullcontext())
+            autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                        if self.bf16 and self.device.type == "cuda" else contextlib.nullcontext())
             with autocast:
                 loss = self.module(*args)
             loss.backward()

@@ -218,7 +218,8 @@ class Attention(nn.Module):
             if start >= prefix_len and L == 1:
                 return F.scaled_dot_product_attention(q, k, v)  # one new output token sees everything
             mask = prefix_lm_mask(L, S, prefix_len, q_start=start, device=q.device)
-            return dense_attention(q, k, v, mask) if impl == "dense" else F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return (dense_attention(q, k, v, mask) if impl == "dense"
+                    else F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
         if impl == "dense":
             return dense_attention(q, k, v, prefix_lm_mask(L, L, prefix_len, device=q.device))
         if impl == "sdpa_mask":
@@ -284,7 +285,8 @@ class VideoPoetLM(nn.Module):
                     p.fill_(1.0)  # norm weights
                 continue
             # residual-branch outputs scaled down with depth (GPT-2), keeping the stream's variance flat
-            scale = 1.0 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("attn.out.weight", "mlp.down.weight")) else 1.0
+            scale = (1.0 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("attn.out.weight", "mlp.down.weight"))
+                     else 1.0)
             nn.init.normal_(p, mean=0.0, std=std * scale)
 
     # -- accounting --------------------------------------------------------------------------
@@ -329,7 +331,8 @@ class VideoPoetLM(nn.Module):
                 text = null
             else:
                 if text_emb.shape[-2:] != (slots, self.cfg.text_dim):
-                    raise ValueError(f"text_emb shape {tuple(text_emb.shape)}, expected [B, {slots}, {self.cfg.text_dim}]")
+                    raise ValueError(f"text_emb shape {tuple(text_emb.shape)}, "
+                                     f"expected [B, {slots}, {self.cfg.text_dim}]")
                 text = self.text_proj(text_emb.to(x.dtype))
                 if text_mask is not None:
                     text = torch.where(text_mask.to(torch.bool)[..., None], text, null)

@@ -315,6 +315,7 @@ def load_lm(path, device=None):
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (model.cfg.tie_embeddings and k == "head.weight")]
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"{path}: weights do not fit the model config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
