@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from videopoet.tokenizers.commit import (
-    TASKS, commit_condition_tokens, commit_latent_masks, condition_video, latent_mask, pixel_mask,
+    TASKS,
+    commit_condition_tokens,
+    commit_latent_masks,
+    condition_video,
+    latent_mask,
+    pixel_mask,
 )
 from videopoet.tokenizers.magvit2 import VideoTokenizer
 

@@ -9,8 +9,15 @@ import torch
 import torch.multiprocessing as mp
 
 from videopoet.tokenizers.lfq import (
-    LFQ, bits_to_indices, brute_force_entropy_terms, codebook_marginal, entropy_weight_at,
-    indices_to_bits, join_tokens, lfq_entropy_terms, split_tokens,
+    LFQ,
+    bits_to_indices,
+    brute_force_entropy_terms,
+    codebook_marginal,
+    entropy_weight_at,
+    indices_to_bits,
+    join_tokens,
+    lfq_entropy_terms,
+    split_tokens,
 )
 
 

@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from videopoet.tokenizers.magvit2 import (
-    VideoTokenizer, inflate_state_dict, latent_frame_index, tensor_to_video, video_to_tensor,
+    VideoTokenizer,
+    inflate_state_dict,
+    latent_frame_index,
+    tensor_to_video,
+    video_to_tensor,
 )
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from videopoet.pipeline import vocab as V
-from videopoet.trainer.model import MODEL_RECIPES, ModelConfig, VideoPoetLM, prefix_lm_mask
+from videopoet.trainer.model import MODEL_RECIPES, VideoPoetLM, prefix_lm_mask
 
 torch.set_num_threads(2)
 

@@ -8,8 +8,7 @@ import torch
 
 from videopoet.pipeline import vocab as V
 from videopoet.trainer.model import MODEL_RECIPES, VideoPoetLM
-from videopoet.trainer.sampling import (SamplingConfig, extend_video, filter_logits, generate,
-                                        request_row)
+from videopoet.trainer.sampling import SamplingConfig, extend_video, filter_logits, generate, request_row
 
 torch.set_num_threads(2)
 TEXT_DIM = 16

@@ -5,8 +5,15 @@ import torch
 
 from videopoet.checkpoint import CheckpointError
 from videopoet.tokenizers.soundstream import (
-    AUDIO_VOCAB, CODEBOOK_SIZE, HOP, NUM_LEVELS, AudioTokenizer, CausalConv1d, CausalConvTranspose1d,
-    flatten_codes, unflatten_codes,
+    AUDIO_VOCAB,
+    CODEBOOK_SIZE,
+    HOP,
+    NUM_LEVELS,
+    AudioTokenizer,
+    CausalConv1d,
+    CausalConvTranspose1d,
+    flatten_codes,
+    unflatten_codes,
 )
 
 

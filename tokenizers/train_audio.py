@@ -2,7 +2,7 @@
 
     videopoet train-tokenizer audio --data CLIP_SHARDS [--config tiny|paper|FILE.yaml] [--out DIR] [key=value ...]
 
-Losses (SoundStream, arXiv 2107.03312; ../shared/reference/tokenizer.md §4):
+Losses (SoundStream, arXiv 2107.03312 §3.4; docs/architecture.md, "Audio tokenizer"):
   G = rec_weight * L_rec + adv_weight * L_adv + feat_weight * L_feat + RVQ commitment
   L_rec   multi-scale mel: windows 2^6..2^11, hop window/4, 64 mels;
           sum_s mean|S_s(x) - S_s(x_hat)| + sqrt(s/2) * mean_t ||log S_s(x) - log S_s(x_hat)||_2

@@ -12,9 +12,9 @@ frames with the 2D network (temporal kernel 1), then inflation into the causal 3
 (magvit2.inflate_state_dict) and video training.
 
 Distribution (videopoet.training.launch): `--num-workers 0` (default) trains in this process;
-N >= 1 runs the same worker under Ray Train (TorchTrainer: DDP, gloo on CPU, nccl on GPUs). \
-Shards are assigned to ranks per epoch
-(clips round-robin when there are fewer shards than ranks); the LFQ codebook entropy is all-reduced.
+N >= 1 runs the same worker under Ray Train (TorchTrainer: DDP, gloo on CPU, nccl on GPUs).
+Shards are assigned to ranks per epoch (clips round-robin when there are fewer shards than ranks);
+the LFQ codebook entropy is all-reduced.
 bf16 autocast on CUDA (`bf16=true`); LFQ, entropy and norms compute in fp32.
 
 Checkpoints (videopoet.training.checkpoints: `<out>/checkpoints/step_XXXXXXXX/state.pt`, every
@@ -22,7 +22,7 @@ Checkpoints (videopoet.training.checkpoints: `<out>/checkpoints/step_XXXXXXXX/st
 LeCAM state, RNG states, the phase and the data position (epoch, batches consumed), so a resumed run
 repeats the uninterrupted loss curve exactly; the EMA tokenizer is exported to `<out>/tokenizer`
 (VideoTokenizer.load). Rerunning the same command resumes from the latest checkpoint (a different
-config is refused, naming the differing keys); `--stop-after S` stops at the absolute step S. \
+config is refused, naming the differing keys); `--stop-after S` stops at the absolute step S.
 MLflow (rank 0): losses, entropies, learning rate, held-out PSNR /
 SSIM, codebook utilisation, and side-by-side original|reconstruction .mp4 artifacts.
 """

@@ -148,8 +148,10 @@ def r1b() -> TrainConfig:
 
 
 def r8b() -> TrainConfig:
-    """64 GPUs: videopoet train --config 8b data.shards=[s3://bucket/tokens] --ray-address auto --use-gpu \
---num-workers 64 checkpoint.dir=/shared/runs
+    """64 GPUs:
+
+        videopoet train --config 8b data.shards=[s3://bucket/tokens] --ray-address auto --use-gpu
+            --num-workers 64 checkpoint.dir=/shared/runs
     ~2T tokens (paper §4.2): 2,097,152 tokens/step x 1M steps."""
     return _gpu("8b", tokens=2_097_152, steps=1_000_000, warmup=5000, lr=1.5e-4, ds="zero3_multinode_8b", workers=64)
 
