@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 CHECKPOINT_FORMAT_VERSION = 1
 
 
@@ -37,8 +39,6 @@ def save_checkpoint(
     path: str | Path, tensors: dict[str, Any], *, kind: str, config: Any, extra: dict | None = None
 ) -> str:
     """Save {name: tensor} plus metadata atomically at directory `path`; returns the content hash."""
-    import torch
-
     from videopoet.config import to_dict
 
     path = Path(path)
@@ -74,8 +74,6 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path, *, kind: str | None = None, verify: bool = True) -> tuple[dict, dict]:
     """Return (tensors, meta). Checks kind and, when `verify`, that the weights match their hash."""
-    import torch
-
     path = Path(path)
     meta = read_meta(path)
     if kind is not None and meta.get("kind") != kind:

@@ -30,7 +30,7 @@ a caption) / always (null text when none) / none):
     avcont    COMMIT first-5-frames + first 5/T of the audio -> video + audio    text none
 
 Within one (task, sequence length) every layout has the same prefix_len and text_start
-(tests/test_vocab_tasks.py checks every combination), so an AGD batch has scalar ones.
+(tests/pipeline/test_vocab_tasks.py checks every combination), so an AGD batch has scalar ones.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Test-wide settings: everything local, offline and on the CPU."""
+"""Test-wide settings (everything local, offline, on the CPU) and the fixtures several test modules share."""
 
+import hashlib
 import os
+from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -29,3 +31,29 @@ def sample_media(tmp_path_factory):
 # intra-op threads vs 0.5 s with 1. PASSIVE makes idle OpenMP threads sleep instead (0.54 s with 2
 # threads). Read by libgomp when torch loads, so it must be set before any test imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# --- shared fixtures ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray of 2 CPUs for one test module (the data-job engine tests)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def output_digests():
+    """sha256 of every file a data job must reproduce exactly: shards, manifest parts, the merged
+    manifest and the plan, plus `extra_dirs` (summary and timings excluded)."""
+    from videopoet.pipeline import manifest as mf
+
+    def digests(out, extra_dirs=()):
+        out = Path(out)
+        paths = [p for d in (mf.SHARDS_DIR, mf.PARTS_DIR, *extra_dirs) for p in (out / d).glob("*")]
+        paths += [out / mf.MERGED_FILE, out / mf.PLAN_FILE]
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths)}
+
+    return digests

@@ -4,7 +4,7 @@ Shapes: video [B, 3, T, H, W] in [-1, 1] with T = 1 + 4k -> tokens LongTensor [B
 (17x128x128 -> 5x16x16; 17x224x128 -> 5x28x16; 41 frames -> 11 latent frames). An image is a
 1-frame video: `encode_image(img) == encode(img[:, :, None])`.
 
-Causality is exact, not approximate (tests/test_magvit2.py checks prefix equality):
+Causality is exact, not approximate (tests/tokenizers/test_magvit2.py checks prefix equality):
   * every Conv3d pads k_t - 1 zero frames in front and none behind (CausalConv3d);
   * temporal downsampling is a stride-2 causal conv, so latent k sees frames <= 4k only;
   * every normalisation is per frame: statistics over (channels-in-group, H, W) of one frame, never

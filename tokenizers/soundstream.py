@@ -12,7 +12,7 @@ Architecture (Zeghidour et al. 2021, arXiv 2107.03312; docs/architecture.md "Aud
 Framing: every strided conv is left-padded by its stride, so a layer of stride s maps L samples to
 floor(L / s) frames and the encoder maps S samples to floor(S / 320) frames: 34,000 samples
 (2.125 s) -> 106 frames, 82,000 (5.125 s) -> 256. Frame f only sees samples < 320 * (f + 1) plus
-the receptive field to the left: the encoder is causal (tests/test_soundstream.py checks it).
+the receptive field to the left: the encoder is causal (tests/tokenizers/test_soundstream.py checks it).
 decode() returns 320 * F samples (pass `length` to zero-pad to the clip's length).
 
 LLM vocabulary helpers: `flatten_codes` lays codes out level-major (VideoPoet §3.1, "transpose the

@@ -22,6 +22,8 @@ import importlib.util
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 MAX_TOKENS = 64
 EMBEDDED_NAME = "all-MiniLM-L6-v2"
 _T5_TYPES = ("t5", "mt5", "umt5")
@@ -58,8 +60,6 @@ class TextEncoder:
 
     def __init__(self, model_dir: str | Path | None = None, *, max_tokens: int = MAX_TOKENS,
                  device: str | None = None, batch_size: int = 32):
-        import torch
-
         embedded = model_dir is None
         path = embedded_model_dir() if embedded else Path(model_dir).expanduser()
         if not path.is_dir():
@@ -104,8 +104,6 @@ class TextEncoder:
         """Per-token last hidden states of the frozen encoder for up to `max_tokens` tokens (special
         tokens included); padding positions are zero and False in the mask. A caption longer than
         `max_tokens` keeps its first tokens and is flagged in `truncated`."""
-        import torch
-
         if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
             raise TypeError("captions: expected a list of str")
         n, t = len(captions), self.max_tokens

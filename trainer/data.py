@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from videopoet.pipeline import token_shards as ts
 
@@ -364,8 +365,6 @@ class RowStore:
 
 def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batch:
     """Build the layouts of one group's rows and stack them; every layout must have the group's length."""
-    import torch
-
     from videopoet.pipeline.tasks import build_layout
 
     layouts = [build_layout(plan.task, r) for r in rows]

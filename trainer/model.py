@@ -10,7 +10,7 @@ Plain PyTorch, no distribution inside (the engine wraps it from outside):
   B x T x 266,496 logits at once (each chunk is recomputed in backward instead of stored);
 - a KV cache for decoding (trainer.sampling).
 
-Attention implementations (ModelConfig.attention), all numerically equal (tests/test_model.py):
+Attention implementations (ModelConfig.attention), all numerically equal (tests/trainer/test_model.py):
     "sdpa_split"  two SDPA calls, prefix rows non-causal over the prefix, output rows over everything
                   with a bottom-right causal bias: no mask tensor, exactly the prefix-LM FLOPs, and
                   SDPA may use its flash / memory-efficient kernels (trainer.md §5, option 2).
@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 from torch.utils.checkpoint import checkpoint
 
 from videopoet.config import RecipeRegistry
@@ -224,8 +225,6 @@ class Attention(nn.Module):
             return dense_attention(q, k, v, prefix_lm_mask(L, L, prefix_len, device=q.device))
         if impl == "sdpa_mask":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=prefix_lm_mask(L, L, prefix_len, device=q.device))
-        from torch.nn.attention.bias import causal_lower_right
-
         P = min(prefix_len, L)
         pre = F.scaled_dot_product_attention(q[:, :, :P], k[:, :, :P], v[:, :, :P])
         if P == L:

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from videopoet.pipeline.media.writer import AUDIO_RATE, FPS, write_mp4
 
 
@@ -77,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import time
-
-    import torch
 
     from videopoet.tokenizers.magvit2 import VideoTokenizer, tensor_to_video, video_to_tensor
     from videopoet.trainer.sampling import SamplingConfig, extend_video, fp5_condition, generate, load_lm, request_row

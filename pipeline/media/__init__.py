@@ -4,17 +4,8 @@ One interface (`probe_and_decode`), two frame decoders (PyAV, decord; PyAV is th
 docs/architecture.md "Media decoding" for the measurements and the reason). Probing and audio always
 use PyAV.
 
-The 8 fps pick (exact, works for variable frame rate)
------------------------------------------------------
-Source frame j (in presentation order) is shown during its presentation interval
-[t_j, t_{j+1}) where t_j = pts_j * time_base (exact rationals, no float rounding); the last frame's
-interval ends at t_last + its duration (the packet duration, else the median frame gap). Let t_0 be
-the first frame's time. Window w of T frames starts at offset o_w = w * stride (stride = T/8 s by
-default: non-overlapping windows; else `clip_stride_s`) and its output frame i is the source frame
-whose interval contains t_0 + o_w + i/8. At 24 fps that is exactly source frame 3i; at 29.97 fps
-floor(i * 30000 / (8 * 1001)). A window exists when its last output time lies inside the decoded
-stream. When more windows fit than `clips_per_video`, N evenly spaced ones are kept (window
-floor((k + 0.5) * M / N) for k < N of M): clips spread over the video rather than its first seconds.
+The 8 fps pick (exact rationals, variable frame rate included) is in windows.py; the audio cut in
+audio.py.
 
 On H.264/HEVC the PyAV backend indexes the packets first (demux only), applies this rule to the
 index and does not decode the non-reference frames that no window picks (`skip_unneeded_frames`);
@@ -25,14 +16,6 @@ Spatial formats: the frame is scaled to cover the target and centre-cropped: "sq
 to RGB at the cover size, then the crop; with decord (full-size RGB) the crop is cut in source
 pixels and resized with OpenCV INTER_AREA. Enlarging is OpenCV INTER_CUBIC (area would degenerate
 to bilinear there).
-
-Audio: PyAV decodes every audio packet (a packet that fails to decode is skipped and counted, its
-time filled with silence so later samples stay aligned), libswresample (PyAV AudioResampler)
-resamples to 16 kHz and `downmix_weights` (BS.775-style, normalised: no clipping) mixes to mono.
-Sample k sits at time a_0 + k/16000 where a_0 is the first audio frame's time, so a window starting
-at t_0 + o_w takes samples from round((t_0 + o_w - a_0) * 16000), exactly T * 2000 of them (34,000
-for 17 frames, 82,000 for 41). Zeros are padded only before the audio stream starts or past its end,
-and a note says so.
 
 Failures raise MediaError(stage, error_class, message). `decode_with_timeout` runs the decode in a
 persistent worker process that is killed and restarted when one input passes the time limit (a

@@ -48,13 +48,6 @@ def _cfg(inputs_path, out, engine, extra=()):
     return INGEST_RECIPES.get("tiny", OVERRIDES + [f"engine={engine}", f"input={inputs_path}", f"output={out}", *extra])
 
 
-def _files(out: Path) -> dict[str, str]:
-    """sha256 of every file an engine must reproduce exactly (timings and summary excluded)."""
-    out = Path(out)
-    paths = list((out / mf.SHARDS_DIR).glob("*")) + list((out / mf.PARTS_DIR).glob("*"))
-    paths += [out / mf.MERGED_FILE, out / mf.PLAN_FILE]
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(paths)}
-
 
 @pytest.fixture(scope="module")
 def reference(inputs, tmp_path_factory):
@@ -108,13 +101,13 @@ def test_every_input_has_a_row_and_good_clips_are_there(reference, inputs):
     assert has_audio[GOOD[0]] and not has_audio[GOOD[1]]  # the webm has no audio track
 
 
-def test_rerun_skips_everything_and_changes_nothing(reference, inputs):
+def test_rerun_skips_everything_and_changes_nothing(output_digests, reference, inputs):
     out, _ = reference
-    before = _files(out)
+    before = output_digests(out)
     mtimes = {p: p.stat().st_mtime_ns for p in list_shards(out)}
     summary = run_ingest(_cfg(inputs[0], out, "local"))
     assert summary["batches_this_run"] == 0 and summary["clips_this_run"] == 0
-    assert _files(out) == before
+    assert output_digests(out) == before
     assert {p: p.stat().st_mtime_ns for p in list_shards(out)} == mtimes
 
 
@@ -141,24 +134,15 @@ def test_rerun_with_other_settings_is_refused(reference, inputs):
         run_ingest(_cfg(inputs[0], out, "local", ["batch_size=3"]))
 
 
-def test_beam_output_is_byte_identical(reference, inputs, tmp_path):
+def test_beam_output_is_byte_identical(output_digests, reference, inputs, tmp_path):
     summary = run_ingest(_cfg(inputs[0], tmp_path, "beam"))
-    assert _files(tmp_path) == _files(reference[0])
+    assert output_digests(tmp_path) == output_digests(reference[0])
     assert summary["clips"] == reference[1]["clips"]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-def test_ray_output_is_byte_identical(reference, inputs, ray_local, tmp_path):
+def test_ray_output_is_byte_identical(output_digests, reference, inputs, ray_local, tmp_path):
     summary = run_ingest(_cfg(inputs[0], tmp_path, "ray"))
-    assert _files(tmp_path) == _files(reference[0])
+    assert output_digests(tmp_path) == output_digests(reference[0])
     assert summary["clips"] == reference[1]["clips"]
 
 
@@ -198,7 +182,7 @@ def _kill_after_first_commit(inputs_path, out, engine) -> int:
 
 
 @pytest.mark.parametrize("engine", ["beam", "ray"])
-def test_kill_and_rerun_equals_uninterrupted(engine, reference, inputs, tmp_path, request):
+def test_kill_and_rerun_equals_uninterrupted(output_digests, engine, reference, inputs, tmp_path, request):
     committed = _kill_after_first_commit(inputs[0], tmp_path, engine)
     total = reference[1]["batches"]
     assert 1 <= committed < total, f"kill landed after {committed}/{total} batches"
@@ -207,7 +191,7 @@ def test_kill_and_rerun_equals_uninterrupted(engine, reference, inputs, tmp_path
         request.getfixturevalue("ray_local")
     summary = run_ingest(_cfg(inputs[0], tmp_path, engine))
     assert summary["batches_this_run"] == total - committed
-    assert _files(tmp_path) == _files(reference[0])
+    assert output_digests(tmp_path) == output_digests(reference[0])
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -232,7 +216,7 @@ def test_config_overrides_and_cli_help():
     assert "videopoet.pipeline.ingest_cli" in COMMAND_SPECS
 
 
-def test_crashed_batch_leftovers_are_cleaned_and_redone(reference, inputs, tmp_path):
+def test_crashed_batch_leftovers_are_cleaned_and_redone(output_digests, reference, inputs, tmp_path):
     """A batch whose shards were written but whose manifest part was not: redone from scratch."""
     import shutil
 
@@ -246,11 +230,11 @@ def test_crashed_batch_leftovers_are_cleaned_and_redone(reference, inputs, tmp_p
     (out / mf.PARTS_DIR / f"part-{b:06d}.parquet.tmp").write_bytes(b"x")
     summary = run_ingest(_cfg(inputs[0], out, "local"))
     assert summary["batches_this_run"] == 1
-    assert _files(out) == _files(reference[0])
+    assert output_digests(out) == output_digests(reference[0])
     assert not list(out.rglob("*.tmp"))
 
 
-def test_a_committed_batch_with_a_missing_shard_is_redone(reference, inputs, tmp_path):
+def test_a_committed_batch_with_a_missing_shard_is_redone(output_digests, reference, inputs, tmp_path):
     import shutil
 
     out = tmp_path / "out"
@@ -261,7 +245,7 @@ def test_a_committed_batch_with_a_missing_shard_is_redone(reference, inputs, tmp
         run_ingest(_cfg(inputs[0], out, "local"))
     assert not mf.is_committed(out, int(shard.name.split("-")[1]))
     run_ingest(_cfg(inputs[0], out, "local"))
-    assert _files(out) == _files(reference[0])
+    assert output_digests(out) == output_digests(reference[0])
 
 
 def test_shards_are_cut_below_the_size_bound(reference, inputs, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from videopoet.config import ConfigError, RecipeRegistry, apply_overrides, config_hash, from_dict, to_dict
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VENV_SITE = str(Path(sys.prefix))
 
 
