@@ -146,17 +146,32 @@ def dense_attention(q, k, v, mask):
 
 
 class Rotary(nn.Module):
+    """fp32 cos/sin tables of the rotary angles, built on first use per device; never a buffer.
+
+    Why not buffers built in __init__: under deepspeed.zero.Init with a bf16 config every float
+    tensor created inside the context (torch.arange included) comes out in bf16, and a bf16 engine
+    casts buffers to bf16; either way positions 0..12,287 keep only 961 distinct angles (cos error
+    0.21 at position 1,000), and training would see other positions than sampling, which rebuilds
+    the tables. Built lazily, outside any such context, the tables are fp32 on every path.
+    """
+
     def __init__(self, head_dim: int, max_seq_len: int, theta: float):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def forward(self, start: int, length: int):
-        if start + length > self.cos.shape[0]:
-            raise ValueError(f"sequence of {start + length} positions exceeds max_seq_len={self.cos.shape[0]}")
-        return self.cos[start: start + length], self.sin[start: start + length]
+    def tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._tables:
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
+            angles = torch.outer(torch.arange(self.max_seq_len, dtype=torch.float32), inv_freq)
+            self._tables[device] = (angles.cos().to(device), angles.sin().to(device))
+        return self._tables[device]
+
+    def forward(self, start: int, length: int, device: torch.device | str = "cpu"):
+        if start + length > self.max_seq_len:
+            raise ValueError(f"sequence of {start + length} positions exceeds max_seq_len={self.max_seq_len}")
+        cos, sin = self.tables(torch.device(device))
+        return cos[start: start + length], sin[start: start + length]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -357,7 +372,7 @@ class VideoPoetLM(nn.Module):
             # prefix rows attend bidirectionally, so a prefix split over calls would miss later keys
             raise ValueError(f"the first cached call must hold the whole prefix ({prefix_len} positions)")
         x = self.embed(tokens, text_emb, text_mask, text_start, start)
-        cos, sin = self.rotary(start, L)
+        cos, sin = self.rotary(start, L, tokens.device)
         for block in self.blocks:
             if self.cfg.grad_checkpoint and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, prefix_len, use_reentrant=False)
