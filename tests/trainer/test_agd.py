@@ -49,6 +49,22 @@ def test_index_groups_match_layouts_built_from_tokens(shards):
         ShardIndex.build([root], tasks=["t2v", "nosuchtask"])
 
 
+def test_a_ragged_group_is_refused_not_padded(shards):
+    """collate stacks rows only when every layout has the group's length: a row whose len_<task>
+    column disagrees with its layout (a shard from another layout version) trips the check."""
+    from videopoet.trainer.data import StepPlan, collate
+
+    root, _ = shards
+    loader = AGDLoader(_cfg(root), total_steps=4)
+    b = loader.next_batch()
+    rows = [r for r in ts.iter_token_rows([root]) if int(r[ts.len_column(b.task)]) == b.tokens.shape[1]][:2]
+    assert len(rows) == 2
+    plan = StepPlan(step=0, group=0, task=b.task, length=b.tokens.shape[1] + 1, global_batch=2, positions=[],
+                    drop_text=np.zeros(2, bool))
+    with pytest.raises(ValueError, match="len_.* column says"):
+        collate(plan, rows, "ragged")
+
+
 def test_batches_have_no_padding_and_fill_the_token_budget(shards):
     root, _ = shards
     loader = AGDLoader(_cfg(root), total_steps=40)

@@ -200,6 +200,25 @@ def test_grad_checkpoint_gives_same_gradients():
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("overrides, seq_len", [({}, 256), ({"vocab_size": 1024, "n_layers": 3}, 512)],
+                         ids=["tiny", "small-vocab"])
+def test_flops_per_token_matches_an_independent_count(overrides, seq_len):
+    """torch's FlopCounterMode counts the forward's matmuls (dense attention: the full L x L, as the
+    formula assumes); training = 3 x forward. The text projection runs on 64 slots, not per token,
+    so it is left out of both sides (no text in the sequence). With a 1,024-id vocabulary the
+    attention term is ~40% of the total, so a formula without it would fail."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = dataclasses.replace(MODEL_RECIPES.get("tiny"), attention="dense", **overrides)
+    model = VideoPoetLM(cfg)
+    tokens = torch.randint(0, cfg.vocab_size, (1, seq_len))
+    with FlopCounterMode(display=False) as counter:
+        model.head(model(tokens, prefix_len=seq_len // 4))
+    text_proj = sum(p.numel() for p in model.text_proj.parameters())
+    counted = 3 * counter.get_total_flops() / seq_len
+    assert counted == pytest.approx(model.flops_per_token(seq_len) - 6 * text_proj, rel=2e-3)
+
+
 def test_recipes_and_flops():
     shapes = {}
     for name in ("tiny", "300m", "1b", "8b"):
