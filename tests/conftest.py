@@ -35,6 +35,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # --- shared fixtures ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared 2-core machine more threads per process
+    oversubscribe (measured ~10x slower); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
 def ray_local():
     """A local Ray of 2 CPUs for one test module (the data-job engine tests)."""
     import ray

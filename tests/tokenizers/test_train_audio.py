@@ -28,14 +28,7 @@ def _clip(key: str, level: float, n: int = 6000) -> Clip:
                 audio=(wave * 32767).astype(np.int16))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine more threads per process oversubscribe (measured
-    ~10x slower); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
