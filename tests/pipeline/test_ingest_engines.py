@@ -140,6 +140,18 @@ def test_beam_output_is_byte_identical(output_digests, reference, inputs, tmp_pa
     assert summary["clips"] == reference[1]["clips"]
 
 
+def test_beam_multi_processing_output_is_byte_identical(output_digests, reference, inputs, tmp_path):
+    """The local Beam runner with 2 worker processes (direct_running_mode=multi_processing) == local."""
+    from videopoet.jobs.beam_runner import beam_pipeline_options
+
+    cfg = _cfg(inputs[0], tmp_path, "beam", ["beam.running_mode=multi_processing", "beam.num_workers=2"])
+    options = beam_pipeline_options(cfg).get_all_options()
+    assert (options["direct_running_mode"], options["direct_num_workers"]) == ("multi_processing", 2)
+    summary = run_ingest(cfg)
+    assert output_digests(tmp_path) == output_digests(reference[0])
+    assert summary["clips"] == reference[1]["clips"]
+
+
 def test_ray_output_is_byte_identical(output_digests, reference, inputs, ray_local, tmp_path):
     summary = run_ingest(_cfg(inputs[0], tmp_path, "ray"))
     assert output_digests(tmp_path) == output_digests(reference[0])
