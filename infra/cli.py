@@ -15,6 +15,7 @@ COMMAND_SPECS = (
     "videopoet.pipeline.tokenize_cli",
     "videopoet.trainer.train_cli",
     "videopoet.trainer.sample_cli",
+    "videopoet.status_cli",
     "videopoet.demo_cli",
 )
 DESCRIPTION = ("VideoPoet data pipeline, tokenizers and trainer. "

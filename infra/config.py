@@ -24,6 +24,11 @@ from videopoet.assets import packaged_config
 T = TypeVar("T")
 
 
+class UsageError(ValueError):
+    """A user mistake on the command line (a path of the wrong kind, a missing file, an output that is a file);
+    the message is one line naming the path or value and what was expected. `videopoet` prints it, exit 2."""
+
+
 class ConfigError(ValueError):
     """A config key or value that cannot be used; the message is one line for the user."""
 

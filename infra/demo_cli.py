@@ -20,5 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", default="", help="comma-separated subset of stages to run (always rerun)")
     parser.add_argument("--tokenizer-steps", type=int, default=40, help="video tokenizer training steps")
     parser.add_argument("--audio-steps", type=int, default=20, help="audio tokenizer training steps")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every job's command and output here (default: one line per stage + its summary; "
+                             "the rest goes to the log file each line names)")
     parser.add_argument("--lm-steps", type=int, default=100, help="LM training steps")
     parser.set_defaults(run="videopoet.demo:run")

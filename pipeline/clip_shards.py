@@ -28,6 +28,9 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from videopoet.config import UsageError
+from videopoet.paths import resolve_shards
+
 CLIP_FORMAT_VERSION = 1
 ARRAY_FIELDS = ("rgb", "audio", "cond")
 _MEMBER = re.compile(r"^(?P<key>[A-Za-z0-9_\-]+)\.(?P<field>rgb\.npy|audio\.npy|cond\.npy|json)$")
@@ -36,6 +39,10 @@ _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 class ShardFormatError(ValueError):
     """A clip shard that does not follow docs/formats.md; the message names the file and member."""
+
+
+class ClipShardPathError(ShardFormatError, UsageError):
+    """A clip-shard input that names no clip shards (missing, wrong kind of directory); one line for the user."""
 
 
 @dataclass
@@ -227,15 +234,14 @@ def read_clip_shard(path: str | Path, name: str) -> list[ClipItem]:
     return out
 
 
-def list_shards(root: str | Path) -> list[Path]:
-    """Committed clip shards under `root` (a directory, or one .tar), sorted; .tmp files excluded."""
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*.tar") if p.is_file())
+def list_shards(root: str | Path | list[str | Path]) -> list[Path]:
+    """Committed clip shards, sorted (.tmp files excluded): `root` is an ingest output directory, a shards
+    folder (recursive), one .tar, a glob or a list of these (videopoet.paths.resolve_shards); anything else,
+    or no shard at all, raises ClipShardPathError naming the path and what was expected."""
+    return resolve_shards(root, ".tar", error=ClipShardPathError)
 
 
 def iter_clips(root: str | Path) -> Iterator[Clip]:
-    """Every clip under `root` (a shard directory or a single shard), in shard order."""
+    """Every clip under `root` (anything list_shards takes), in shard order."""
     for shard in list_shards(root):
         yield from iter_clip_shard(shard)

@@ -30,6 +30,7 @@ from videopoet.jobs.cli_args import as_override, engine_overrides
 from videopoet.jobs.config import engine_cores
 from videopoet.jobs.protocol import DataJob
 from videopoet.jobs.run import run_job
+from videopoet.paths import output_dir
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.ingest_batch import (
     PIPELINE_VERSION,
@@ -203,12 +204,12 @@ def run_ingest(cfg: IngestConfig, *, specs: list[InputSpec] | None = None) -> di
     """Run the whole job with `cfg.engine`; returns the summary (also written to summary.json)."""
     if not cfg.output:
         raise ConfigError("output='': give --output DIR")
-    out = Path(cfg.output).resolve()
     if specs is None:
         try:
             specs = discover_inputs(cfg.input)
         except SourceError as err:
             raise ConfigError(str(err)) from None
+    out = output_dir(cfg.output, "--output").resolve()
     return run_job(IngestJob(cfg, out, specs))
 
 

@@ -9,12 +9,19 @@ from videopoet.pipeline.ingest_config import INGEST_RECIPES
 
 NAME = "ingest"
 HELP = "videos/images -> clip shards + Parquet manifest (Beam, Ray or local; exactly once)"
-DESCRIPTION = ("Decode videos and captioned images into 8 fps clip shards with audio and "
-               "flow/depth conditions, on Beam or Ray. Rerunning into the same --output resumes. "
-               "Trailing key=value arguments override the config (e.g. media.flow=none batch_size=32).")
+DESCRIPTION = """\
+Decode videos and captioned images into 8 fps clip shards with audio and flow/depth conditions, on
+Beam or Ray. Rerunning into the same --output resumes. Trailing key=value arguments override the
+config (e.g. media.flow=none batch_size=32). The next stages take --output itself as their input.
+
+Examples:
+    videopoet ingest --config tiny --input demo_out/media/manifest.jsonl --output demo_out/clips
+    videopoet ingest --engine ray --input /data/videos --output /data/clips batch_size=32
+    videopoet status demo_out/clips                       # committed batches, failures, what a rerun does"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", default="default",
                         help=f"recipe ({', '.join(INGEST_RECIPES.names())}) or YAML file")
     parser.add_argument("--input",
@@ -25,4 +32,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", choices=["midas", "none"], help="depth for the condition video")
     add_engine_arguments(parser, num_cpus_help="logical CPUs of a local Ray; worker processes of a local Beam runner",
                          use_gpu_help="run the condition models on GPU actors (Ray)")
-    parser.set_defaults(run="videopoet.pipeline.ingest:run_from_args")
+    parser.set_defaults(run="videopoet.pipeline.ingest:run_from_args", log_under="output")

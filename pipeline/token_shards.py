@@ -26,6 +26,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from videopoet.config import UsageError
+from videopoet.paths import resolve_shards
 from videopoet.pipeline.tasks import TASK_NAMES, sequence_lengths
 
 TOKEN_FORMAT_VERSION = 1
@@ -72,6 +74,10 @@ VIDEO_FORMATS = ("square", "portrait")
 
 class TokenShardError(ValueError):
     """A token shard or row that does not follow docs/formats.md; the message names file/row and why."""
+
+
+class TokenShardPathError(TokenShardError, UsageError):
+    """A token-shard input that names no token shards (missing, wrong kind of directory); one line for the user."""
 
 
 def default_task_names() -> tuple[str, ...]:
@@ -305,15 +311,10 @@ def read_token_shard(path: str | Path, columns: Sequence[str] | None = None):
 
 
 def list_token_shards(root: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Committed token shards: a directory (recursive), one file, or a list of either; sorted."""
-    if isinstance(root, (list, tuple)):
-        return sorted({p for r in root for p in list_token_shards(r)})
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise TokenShardError(f"{root}: no such token shard file or directory")
-    return sorted(p for p in root.rglob("*.parquet") if p.is_file())
+    """Committed token shards, sorted: `root` is a tokenize output directory, a shards folder (recursive),
+    one .parquet, a glob or a list of these (videopoet.paths.resolve_shards); anything else, or no shard at
+    all, raises TokenShardPathError naming the path and what was expected."""
+    return resolve_shards(root, ".parquet", error=TokenShardPathError)
 
 
 _ARRAY_DTYPES = {"list_int32": np.int32, "list_bool": bool}

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from videopoet.jobs.cli_args import as_override, engine_overrides
 from videopoet.jobs.protocol import DataJob
 from videopoet.jobs.protocol import check_or_write_plan as check_plan
 from videopoet.jobs.run import run_job
+from videopoet.paths import output_dir, shards_base
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.clip_shards import list_shards
 from videopoet.pipeline.token_shards import TOKEN_FORMAT_VERSION
@@ -129,14 +131,12 @@ class TokenizeJob(DataJob[ShardUnit, UnitResult]):
 # --- plan --------------------------------------------------------------------------------------
 
 def input_shards(root: str) -> list[tuple[Path, str]]:
-    """(path, name relative to the input) of every committed clip shard under `root`, sorted."""
-    rootp = Path(root).expanduser()
-    if not rootp.exists():
-        raise ConfigError(f"input={root}: no such clip shard directory or file")
-    shards = list_shards(rootp)
-    if not shards:
-        raise ConfigError(f"input={root}: no clip shards (*.tar) found")
-    base = rootp.parent if rootp.is_file() else rootp
+    """(path, name relative to the shards folder) of every committed clip shard `root` names, sorted.
+
+    `root`: an ingest output directory, its shards/ folder, one .tar or a glob (clip_shards.list_shards);
+    names are relative to the shards folder, so `--input OUT` and `--input OUT/shards` plan the same job."""
+    shards = list_shards(os.path.expanduser(root))
+    base = shards_base(root)
     return [(p, _relative_to(p, base)) for p in shards]
 
 
@@ -190,8 +190,8 @@ def run_tokenize(cfg: TokenizeConfig) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, torch_threads=torch.get_num_threads())
     if cfg.device == "cuda" and cfg.engine == "local" and not torch.cuda.is_available():
         raise ConfigError("device=cuda: this machine has no CUDA GPU (use device=auto or cpu)")
-    out = Path(cfg.output).expanduser().resolve()
     shards = input_shards(cfg.input)
+    out = output_dir(cfg.output, "--output").resolve()
     return run_job(TokenizeJob(cfg, out, model_identity(cfg), shards))
 
 

@@ -9,16 +9,24 @@ from videopoet.pipeline.tokenize_config import TOKENIZE_RECIPES
 
 NAME = "tokenize"
 HELP = "clip shards -> token shards for every pretraining task (Beam, Ray or local; exactly once)"
-DESCRIPTION = ("Tokenize clip shards with the MAGVIT-v2 video tokenizer, the SoundStream audio tokenizer "
-               "and a frozen text encoder into Parquet token shards with per-task sequence lengths, a manifest and "
-               "a dataset summary. Rerunning into the same --output resumes; other checkpoints are refused. "
-               "Trailing key=value arguments override the config (e.g. encode_batch=16 any_size=true).")
+DESCRIPTION = """\
+Tokenize clip shards with the MAGVIT-v2 video tokenizer, the SoundStream audio tokenizer and a
+frozen text encoder into Parquet token shards with per-task sequence lengths, a manifest and a
+dataset summary. Rerunning into the same --output resumes; other checkpoints are refused. Trailing
+key=value arguments override the config (e.g. encode_batch=16 any_size=true).
+
+Examples:
+    videopoet tokenize --config tiny --input demo_out/clips --output demo_out/tokens \\
+        --video-tokenizer demo_out/video_tokenizer/tokenizer --audio-tokenizer demo_out/audio_tokenizer/tokenizer
+    videopoet tokenize --engine ray --input "/data/clips/shards/shard-00*.tar" --output /data/tokens ..."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", default="default",
                         help=f"recipe ({', '.join(TOKENIZE_RECIPES.names())}) or YAML file")
-    parser.add_argument("--input", help="clip shard directory (searched recursively) or one .tar")
+    parser.add_argument("--input", help="clip shards: the output directory of `videopoet ingest`, its shards/ folder, "
+                                          "one .tar or a glob")
     parser.add_argument("--output",
                         help="output directory (shards/, manifest/, stats/, manifest.parquet, summary.json, summary/)")
     parser.add_argument("--video-tokenizer", help="video tokenizer checkpoint directory")
@@ -27,4 +35,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="model device (default: auto)")
     add_engine_arguments(parser, num_cpus_help="logical CPUs of a local Ray / local Beam workers",
                          use_gpu_help="run the models on GPU actors (Ray)")
-    parser.set_defaults(run="videopoet.pipeline.tokenize:run_from_args")
+    parser.set_defaults(run="videopoet.pipeline.tokenize:run_from_args", log_under="output")

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from videopoet.config import ConfigError, from_dict, to_dict
 from videopoet.eval.audio_metrics import codebook_usage, mel_distance, si_snr
+from videopoet.paths import output_dir
 from videopoet.pipeline.clip_shards import iter_clip_shard, iter_clips, list_shards
 from videopoet.pipeline.media.writer import write_wav
 from videopoet.tokenizers.audio_losses import Discriminators, MultiScaleMelLoss
@@ -402,9 +403,8 @@ def train(cfg: AudioTrainConfig, data: str | Path, out: str | Path, *, stop_afte
 def run(args) -> int:
     """`videopoet train-tokenizer audio` (arguments: videopoet.tokenizers.cli)."""
     cfg = RECIPES.get(args.config, list(args.overrides))
-    if not Path(args.data).exists():
-        print(f"videopoet train-tokenizer audio: --data {args.data}: no such file or directory", file=sys.stderr)
-        return 2
+    list_shards(args.data)  # an ingest output, its shards/, a .tar or a glob; else one line (UsageError)
+    output_dir(args.out, "--out")
     train(cfg, args.data, args.out, device=args.device, run_name=args.run_name, num_workers=args.num_workers,
           stop_after=args.stop_after)
     return 0

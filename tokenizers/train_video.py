@@ -43,6 +43,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videopoet.config import config_hash, from_dict, to_dict
 from videopoet.eval.video_metrics import psnr, ssim
+from videopoet.paths import output_dir
+from videopoet.pipeline.clip_shards import list_shards
 from videopoet.pipeline.media.writer import write_mp4
 from videopoet.tokenizers.lfq import entropy_weight_at
 from videopoet.tokenizers.magvit2 import VideoTokenizer, inflate_state_dict, tensor_to_video
@@ -399,6 +401,8 @@ def train(cfg: VideoTrainConfig, data: str | Path, out_dir: str | Path, *, num_w
 def run(args) -> int:
     """`videopoet train-tokenizer video` (arguments: videopoet.tokenizers.cli)."""
     cfg = RECIPES.get(args.config, args.overrides)
+    list_shards(args.data)  # an ingest output, its shards/, a .tar or a glob; else one line (UsageError)
+    output_dir(args.out, "--out")
     train(cfg, args.data, args.out, num_workers=args.num_workers, stop_after=args.stop_after,
           time_limit_s=None if args.time_limit_min is None else 60 * args.time_limit_min)
     return 0

@@ -10,6 +10,8 @@ import json
 import sys
 
 from videopoet import commands
+from videopoet.paths import input_dir, output_dir, output_file
+from videopoet.pipeline.token_shards import list_token_shards
 from videopoet.trainer import train_cli
 from videopoet.trainer.config import TRAIN_RECIPES
 
@@ -35,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.out:
             print("videopoet train --export needs --out DIR", file=sys.stderr)
             return 2
+        input_dir(args.export, "--export", "a training checkpoint directory (<run dir>/checkpoints/step_<N>/)",
+                  needs=("trainer_state.json",))
+        output_dir(args.out, "--out")
         digest = engine.export_checkpoint(args.export, args.out)
         print(f"exported {args.export} -> {args.out} (videopoet-lm, sha256 {digest[:16]})")
         return 0
@@ -43,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         print("videopoet train: config error: data.shards is empty; pass data.shards=[DIR,...] "
               "(token shards written by `videopoet tokenize`)", file=sys.stderr)
         return 2
+    list_token_shards(list(cfg.data.shards))  # tokenize outputs, shards folders, files, globs; else one line
+    output_dir(cfg.checkpoint.dir, "checkpoint.dir")
+    if args.summary_json:
+        output_file(args.summary_json, "--summary-json")
     summary = engine.run(cfg, progress=not args.no_progress)
     if args.summary_json:
         with open(args.summary_json, "w") as f:

@@ -9,12 +9,15 @@ HELP = "pretrain the prefix LM (AGD, DeepSpeed ZeRO-3, Ray Train, MLflow)"
 DESCRIPTION = """Pretrain the prefix LM on token shards with AGD, DeepSpeed ZeRO-3 and Ray Train.
 
 Examples:
-    videopoet train --config tiny data.shards=[demo_out/tokens]                 # local Ray, 2 CPU workers, ZeRO-3
+    videopoet train --config tiny data.shards=[demo_out/tokens] checkpoint.dir=demo_out/lm  # local Ray, ZeRO-3
     videopoet train --config tiny data.shards=[demo_out/tokens] --num-workers 0 # one process, plain PyTorch
     videopoet train --config 1b data.shards=[/data/tokens] --use-gpu --num-workers 8
     videopoet train --config 8b data.shards=[/data/tokens] --ray-address auto --use-gpu --num-workers 64 \\
         checkpoint.dir=/shared/runs
-    videopoet train --export runs/<run>/checkpoints/step_... --out lm_export    # consolidate weights for sampling
+    videopoet train --export demo_out/lm/demo-lm/checkpoints/step_00000100 --out lm_export  # consolidate weights
+
+data.shards lists token shards: the output directory of `videopoet tokenize`, its shards/ folder, a
+.parquet file or a glob. The run writes <checkpoint.dir>/<checkpoint.name>/ (checkpoints/, export/).
 
 Running the same command again resumes the run (same checkpoint.dir and run name) from its latest
 checkpoint (<checkpoint.dir>/<run name>/checkpoints/step_<N>/): model, optimiser, LR schedule, data
@@ -44,4 +47,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output directory of --export")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. schedule.max_steps=500")
-    parser.set_defaults(run="videopoet.trainer.train:run")
+    parser.set_defaults(run="videopoet.trainer.train:run", log_under="override:checkpoint.dir:runs")

@@ -115,7 +115,8 @@ def ray_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     from videopoet.tracking import tracking_uri
 
     env = {k: os.environ[k] for k in ("DS_ACCELERATOR", "RAY_AUTH_MODE", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE",
-                                      "VIDEOPOET_EXPERIMENT") if k in os.environ}
+                                      "VIDEOPOET_EXPERIMENT", "VIDEOPOET_LOG_LEVEL", "VIDEOPOET_LOG_FILE")
+           if k in os.environ}
     env["MLFLOW_TRACKING_URI"] = tracking_uri()
     env.update(extra or {})
     return env
@@ -130,8 +131,13 @@ def _fit_on_ray(worker, loop_config, *, num_workers, run_dir, use_gpu, ray_addre
     started = False
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS")
+        # As a Ray Jobs entrypoint the job's runtime_env (working_dir, env_vars) and this driver's are
+        # combined instead of refused as a conflict.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
         ray.init(address=address, num_cpus=None if (address or use_gpu) else max(num_workers, 2),
-                 include_dashboard=False, configure_logging=False, runtime_env={"env_vars": env})
+                 include_dashboard=False, configure_logging=False,
+                 # every worker process routes its logging like the driver (videopoet.logs)
+                 runtime_env={"env_vars": env, "worker_process_setup_hook": "videopoet.logs.setup_from_env"})
         started = True
     cpus = int(ray.cluster_resources().get("CPU", 1))
     loop_config = {**loop_config, "env": env, "threads_per_worker": max(1, cpus // num_workers)}
