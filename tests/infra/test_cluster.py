@@ -1,0 +1,272 @@
+"""Jobs on a real multi-node Ray cluster, simulated on loopback: Ray Jobs submission, and multi-node data and training.
+
+One module-scoped cluster of `ray start --block` processes this module owns (started with Popen in
+their own sessions, stopped by their own process trees, never `ray stop` or a broad kill):
+  head    `ray start --head` on 127.0.0.1, 1 logical CPU, dashboard (Jobs API) on a free loopback port
+  node A  `ray start --address <head>`, 1 logical CPU
+One CPU per node makes Ray Train put one worker on each node and splits a data job's actor pool and
+its prepare tasks across the two nodes. Tests, in order:
+  Ray Jobs    `videopoet ingest` and a short `videopoet train` submitted through JobSubmissionClient
+              (entrypoints with `--ray-address auto`), SUCCEEDED, outputs checked, logs via `ray job logs`
+  tokenize    on the two nodes == the local engine, byte for byte
+  train       1 worker on each of 2 nodes (the Ray Jobs run) == 2 workers on one node: loss curve and
+              export hash
+  node loss   node A SIGKILLed mid-train (after the first checkpoint) with engine.max_failures=1, a
+              replacement node B joins: the restarted worker group resumes from the last checkpoint and
+              ends with the same export hash
+Every process a node started is checked gone at the end (psutil). docs/cluster.md has the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import psutil
+import pytest
+
+from videopoet.pipeline import token_shards as ts
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+STEPS = 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# Loopback only: with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray resolves "localhost"/127.0.0.1 to 127.0.0.1
+# (not to the address of the machine's default route), in every process of the nodes, the job drivers
+# and the `videopoet` drivers started here. The same switch refuses `ray start --address` (worker
+# nodes), so a worker node's `ray start` runs through WORKER_START, which allows it and keeps 127.0.0.1.
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+WORKER_START = ("import sys, ray._private.ray_constants as k, ray._private.services as s; k.ENABLE_RAY_CLUSTER = True; "
+                "s.get_node_ip_address = lambda address=None: '127.0.0.1'; from ray.scripts.scripts import main; "
+                "sys.argv[0] = 'ray'; main()")
+
+
+def _node_env() -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="disabled", DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", **LOOPBACK)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+class RayNode:
+    """One `ray start --block` process in its own session; stop() ends its whole process tree."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, *, head: bool):
+        self.name = name
+        ports = ["--node-ip-address", HOST, "--node-manager-port", str(_free_port()),
+                 "--object-manager-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
+                 "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                 "--metrics-export-port", str(_free_port()), "--disable-usage-stats"]
+        self.log = open(log_dir / f"{name}.log", "w")
+        start = [str(BIN / "ray")] if head else [sys.executable, "-c", WORKER_START]
+        self.proc = subprocess.Popen([*start, "start", "--block", *args, *ports], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=_node_env(), start_new_session=True)
+        self.seen: dict[int, psutil.Process] = {}
+
+    def tree(self) -> list[psutil.Process]:
+        """The node's live processes (the `ray start` process and all its descendants); remembered."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
+        return procs
+
+    def signal_all(self, sig: int) -> None:
+        for p in self.tree():
+            try:
+                p.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+
+    def kill(self) -> None:
+        """Lose the node at once: SIGKILL every process of its tree (a machine going away)."""
+        for _ in range(3):
+            self.signal_all(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM the tree (what `ray stop` sends), then SIGKILL whatever is left of it."""
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                                                  for p in self.seen.values()):
+            self.tree()
+            time.sleep(0.2)
+        self.kill()
+        psutil.wait_procs(list(self.seen.values()), timeout=10)
+        self.log.close()
+
+    def survivors(self) -> list[psutil.Process]:
+        return [p for p in self.seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+class Cluster:
+    def __init__(self, root: Path):
+        self.root = root
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="vp-ray-", dir="/tmp"))  # short: socket paths <= 107
+        self.gcs_port, self.dash_port = _free_port(), _free_port()
+        self.address = f"{HOST}:{self.gcs_port}"
+        self.dashboard = f"http://{HOST}:{self.dash_port}"
+        self.nodes: dict[str, RayNode] = {}
+
+    def start_head(self) -> None:
+        self.nodes["head"] = RayNode("head", [
+            "--head", "--port", str(self.gcs_port), "--dashboard-host", HOST, "--dashboard-port", str(self.dash_port),
+            "--ray-client-server-port", str(_free_port()), "--num-cpus", "1", "--temp-dir", str(self.temp_dir),
+        ], self.root, head=True)
+
+    def add_node(self, name: str) -> None:
+        self.nodes[name] = RayNode(name, ["--address", self.address, "--num-cpus", "1"], self.root, head=False)
+
+    def alive_nodes(self) -> int:
+        from ray.util.state import list_nodes
+
+        return sum(1 for n in list_nodes(address=self.dashboard, raise_on_missing_output=False)
+                   if n.state == "ALIVE")
+
+    def wait_nodes(self, n: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, node in self.nodes.items():
+                node.tree()
+                assert node.proc.poll() is None or name not in self.live, (name, self.logs(name))
+            try:
+                if self.alive_nodes() == n:
+                    return
+            except Exception:
+                pass  # the dashboard is not up yet
+            assert time.monotonic() < deadline, f"{n} alive nodes not reached:\n" + self.logs("head")
+            time.sleep(0.5)
+
+    @property
+    def live(self) -> set[str]:
+        return {k for k, v in self.nodes.items() if v.proc.returncode is None}
+
+    def logs(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text()[-4000:]
+
+    def stop(self) -> list[psutil.Process]:
+        for name in ["head", *[k for k in self.nodes if k != "head"]][::-1]:  # workers first, head last
+            self.nodes[name].stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return [p for node in self.nodes.values() for p in node.survivors()]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("ray_cluster"))
+    try:
+        c.start_head()
+        c.wait_nodes(1)
+        c.add_node("node_a")
+        c.wait_nodes(2)
+        yield c
+    finally:
+        left = c.stop()
+        assert not left, f"processes of the test's Ray nodes survived: {left}"
+
+
+# --- inputs --------------------------------------------------------------------------------------
+def _train_common(tmp: Path, shards: Path, mlflow_db: Path) -> list[str]:
+    return [
+        f"data.shards=[{shards}]", "data.tasks=[t2i,t2v,i2v]", "data.tokens_per_step=256", "data.batch_multiple=2",
+        "model.d_model=32", "model.n_heads=2", "model.ffn_dim=64", "model.text_dim=16",
+        f"schedule.max_steps={STEPS}", "schedule.warmup_steps=2", "optim.lr=3e-3", "checkpoint.every_steps=2",
+        f"checkpoint.dir={tmp / 'runs'}", "log_every=1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Small inputs: two generated videos (the Ray Jobs working dir), synthetic token shards, an MLflow db."""
+    from videopoet.pipeline.samples_content import VideoSpec
+    from videopoet.pipeline.samples_write import _write_video
+
+    tmp = tmp_path_factory.mktemp("cluster_work")
+    job_dir = tmp / "job_dir"  # uploaded by Ray Jobs as the job's working directory
+    (job_dir / "media").mkdir(parents=True)
+    for i in range(2):
+        spec = VideoSpec(name=f"v{i}.mp4", width=96, height=64, fps=Fraction(24), frames=72, speed=1 + i,
+                         caption=f"square {i}")
+        _write_video(job_dir / "media" / spec.name, spec, i)
+    shards = tmp / "tokens"
+    rows = ts.synthetic_rows(24, 11, num_frames=(17,), text_dim=16, latent_hw=(2, 2), image_fraction=0.3)
+    ts.write_token_shard(shards / "part-0.parquet", rows, row_group_size=8)
+    db = tmp / "mlflow.db"
+    return {"tmp": tmp, "job_dir": job_dir, "shards": shards, "db": db,
+            "common": _train_common(tmp, shards, db), "env": {"MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+                                                            "VIDEOPOET_EXPERIMENT": "test-cluster"}}
+
+
+# --- Ray Jobs ------------------------------------------------------------------------------------
+def _submit(cluster: Cluster, entrypoint: str, work: dict, timeout: float = 240) -> tuple[str, str]:
+    """Submit through the Jobs API, wait for a final state; returns (job id, `ray job logs` output)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.dashboard)
+    job_id = client.submit_job(entrypoint=entrypoint,
+                               runtime_env={"working_dir": str(work["job_dir"]), "env_vars": work["env"]})
+    deadline = time.monotonic() + timeout
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                            JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-4000:]
+        time.sleep(1)
+    logs = subprocess.run([str(BIN / "ray"), "job", "logs", job_id, "--address", cluster.dashboard],
+                          capture_output=True, text=True, timeout=60, env=_node_env()).stdout
+    assert status == JobStatus.SUCCEEDED, (status, client.get_job_info(job_id).message, logs[-4000:])
+    return job_id, logs
+
+
+@pytest.mark.timeout(240)
+def test_ray_job_ingest_runs_on_the_cluster(cluster, work):
+    from videopoet.pipeline import manifest as mf
+    from videopoet.pipeline.clip_shards import iter_clips
+
+    out = work["tmp"] / "clips"
+    entry = (f"videopoet ingest --config tiny --engine ray --ray-address auto --input media --output {out} "
+             "--flow none --depth none --no-progress --no-track media.clips_per_video=1")
+    _, logs = _submit(cluster, entry, work)
+    assert "ingest: 2 inputs ok, 0 failed, 2 clips" in logs, logs[-3000:]
+    rows = mf.read_manifest(out / mf.MERGED_FILE).to_pylist()
+    inputs = {r["input_id"]: r["status"] for r in rows if r["kind"] == "input"}
+    assert inputs == {"v0.mp4": "ok", "v1.mp4": "ok"}, rows
+    clips = list(iter_clips(out))
+    assert len(clips) == 2 and all(c.rgb.shape == (17, 128, 128, 3) for c in clips)
+
+
+@pytest.mark.timeout(300)
+def test_ray_job_train_one_worker_per_node(cluster, work):
+    from ray.util.state import list_actors
+
+    summary = work["tmp"] / "job_train.json"
+    entry = ("videopoet train --config tiny --ray-address auto --num-workers 2 --no-progress "
+             + " ".join(work["common"]) + f" checkpoint.name=job --summary-json {summary}")
+    _, logs = _submit(cluster, entry, work, timeout=280)
+    assert "train done: step 6" in logs, logs[-3000:]
+    s = json.loads(summary.read_text())
+    assert s["step"] == STEPS and s["export_hash"]
+    workers = list_actors(address=cluster.dashboard, filters=[("class_name", "=", "RayTrainWorker")],
+                          raise_on_missing_output=False, detail=True)
+    assert len({a.node_id for a in workers}) == 2, workers  # one worker on each node
+    work["job_train"] = s
