@@ -102,7 +102,7 @@ def status(out: str | Path) -> dict[str, Any]:
         raise UsageError(f"{out}: a file; {EXPECTED}")
     if (path / PARTS_DIR).is_dir() or (path / PLAN_FILE).is_file():
         return data_job_status(path)
-    if (path / "checkpoints").is_dir():
+    if (path / "checkpoints").is_dir() or (path / "tokenizer" / "meta.json").is_file():
         return training_status(path)
     runs = sorted(p for p in path.iterdir() if p.is_dir() and (p / "checkpoints").is_dir())
     if len(runs) == 1:  # a checkpoint.dir holding one run
