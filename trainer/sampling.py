@@ -10,7 +10,8 @@ How it decodes:
 - special tokens of the output (<eov_o>, <boa_o>, <eos>, ...) are forced, and every sampled
   position is restricted to its modality's ids: visual ids for video, and for audio the ids of
   the RVQ level that position belongs to (level-major layout), so the output always decodes;
-- classifier-free guidance runs the conditional and the unconditional sequence (text mask all
+- classifier-free guidance (per modality: cfg_scale at visual positions, audio_cfg_scale at
+  audio ones, defaulting to cfg_scale) runs the conditional and the unconditional sequence (text mask all
   False, i.e. the learned null text) as one batch of 2B through the same cache and mixes
   logits = cond + (s - 1) * (cond - uncond), which is exactly the conditional logits at s = 1;
 - temperature (0 = greedy), top-k and top-p filter the mixed logits; draws come from one
@@ -43,6 +44,17 @@ class SamplingConfig:
     top_p: float = 1.0  # 1: off
     cfg_scale: float | None = None  # None: no guidance; s: cond + (s - 1) * (cond - uncond)
     seed: int = 0
+    audio_cfg_scale: float | None = None  # guidance at audio positions; None: cfg_scale there too
+
+    def scale_for(self, lo: int) -> float | None:
+        """The guidance scale of an output position whose ids start at `lo` (per modality)."""
+        if lo >= V.AUDIO_RANGE[0] and self.audio_cfg_scale is not None:
+            return self.audio_cfg_scale
+        return self.cfg_scale
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale is not None or self.audio_cfg_scale is not None
 
     def validate(self) -> None:
         if self.temperature < 0:
@@ -184,7 +196,7 @@ def generate(model, task: str, rows: dict | Sequence[dict], cfg: SamplingConfig 
     B, L, P = len(rows), len(layout), layout.prefix_len
     tokens = torch.as_tensor(np.stack([lay.tokens for lay in layouts]), device=device)
     text_emb, text_mask = _text_tensors(rows, model.cfg.text_dim, device)
-    guided = cfg.cfg_scale is not None
+    guided = cfg.guided
     if guided and layout.text_start is None:
         raise ValueError(f"classifier-free guidance needs text; the {task!r} layout of this request has none")
     if guided:
@@ -217,7 +229,8 @@ def generate(model, task: str, rows: dict | Sequence[dict], cfg: SamplingConfig 
             logits = model.logits(hidden, lo, hi).float()
             if guided:
                 cond, uncond = logits[:B], logits[B:]
-                logits = cond + (cfg.cfg_scale - 1.0) * (cond - uncond)
+                scale = cfg.scale_for(lo)
+                logits = cond if scale is None else cond + (scale - 1.0) * (cond - uncond)
             if step_logits is not None:
                 step_logits.append(logits.cpu())
             nxt = lo + draw(logits, cfg, generator)
@@ -296,6 +309,19 @@ def extend_video(model, video_tokenizer, video_codes: torch.Tensor, rounds: int,
 
 
 LM_CHECKPOINT_KIND = "videopoet-lm"
+
+
+def trained_tasks(path) -> tuple[str, ...] | None:
+    """The tasks the export was trained on (its train config's data.tasks), or None when it does not say.
+
+    An empty data.tasks list means "every task the shards could serve": also None (not knowable here).
+    """
+    from videopoet.checkpoint import read_meta
+
+    extra = read_meta(path).get("extra") or {}
+    data = (extra.get("train_config") or {}).get("data") or {}
+    tasks = data.get("tasks") or []
+    return tuple(tasks) or None
 
 
 def load_lm(path, device=None):

@@ -159,3 +159,47 @@ def test_batched_rows_decode_like_single_rows(lm):
     assert not torch.equal(both[0], both[1])
     with pytest.raises(ValueError, match="same layout shape"):
         generate(lm, "v2a", [rows[0], request_row("v2a", video_format="portrait")], greedy)
+
+
+def test_every_task_samples_its_modality_ranges(lm):
+    """All 12 layouts from request rows: a preview of each output holds forced specials and in-range ids."""
+    from videopoet.pipeline.tasks import TASK_NAMES, TASKS, build_layout, output_range
+
+    g = np.random.default_rng(3)
+    emb, mask = text(4)
+    for task in TASK_NAMES:
+        extra = {}
+        if TASKS[task].text != "none":
+            extra.update(text_emb=emb, text_mask=mask)
+        if task == "i2v":
+            extra["first_frame_tokens"] = g.integers(0, V.NUM_VISUAL, 256)
+        if TASKS[task].condition and task not in ("i2v", "v2a"):
+            extra["condition_tokens"] = g.integers(0, V.NUM_VISUAL, 1280)
+        if task == "v2a":
+            extra["video_tokens"] = g.integers(0, V.NUM_VISUAL, 1280)
+        if task in ("a2v", "avcont"):
+            extra["audio_tokens"] = g.integers(0, 1024, 4 * 106)
+        row = request_row(task, **extra)
+        gen = generate(lm, task, row, SamplingConfig(seed=1), max_new_tokens=24)
+        lay = build_layout(task, row)
+        assert gen.tokens.shape == (1, len(lay)) and gen.video_codes is None  # a preview decodes nothing
+        lo, hi = output_range(task)
+        for (forced, a, b), tok in zip(lay.output_plan()[:24], gen.tokens[0, lay.prefix_len:lay.prefix_len + 24]):
+            assert tok == forced if forced >= 0 else (lo <= a <= tok < b <= hi), task
+
+
+def test_guidance_scale_per_modality(lm):
+    """audio_cfg_scale applies at audio positions only: on a video output it changes nothing, and with
+    cfg_scale None the visual positions take the conditional logits (the same tokens as no guidance)."""
+    emb, mask = text(5)
+    row = request_row("t2v", text_emb=emb, text_mask=mask)
+
+    def preview(**kw):
+        return generate(lm, "t2v", row, SamplingConfig(seed=2, **kw), max_new_tokens=40).tokens
+
+    assert torch.equal(preview(cfg_scale=3.0, audio_cfg_scale=1.0), preview(cfg_scale=3.0))
+    assert torch.equal(preview(audio_cfg_scale=5.0), preview())
+    assert not torch.equal(preview(cfg_scale=3.0), preview())
+    cfg = SamplingConfig(cfg_scale=2.0, audio_cfg_scale=0.5)
+    assert cfg.scale_for(V.VISUAL_RANGE[0]) == 2.0 and cfg.scale_for(V.AUDIO_RANGE[0]) == 0.5
+    assert SamplingConfig(cfg_scale=2.0).scale_for(V.AUDIO_RANGE[0]) == 2.0
