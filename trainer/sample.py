@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "chain", None):
             from videopoet.trainer.sample_chain import run_chain
 
-            return run_chain(args)
+            return run_chain(args, Models, sample_step)
         if not args.task:
             raise SampleError("give --task (or --chain steps.yaml)")
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -153,6 +153,8 @@ def check_request(args: argparse.Namespace) -> None:
         raise SampleError("--task fp needs --video (5-frame condition) or --image (1-frame condition)")
     if task in VIDEO_INPUT_TASKS and not args.video:
         raise SampleError(f"--task {task} needs --video")
+    if lt in AUDIO_TASKS and not args.audio_tokenizer:
+        raise SampleError(f"--task {task} needs --audio-tokenizer (SoundStream)")
     if task == "a2v" and not (args.audio or args.video):
         raise SampleError("--task a2v needs --audio (or a --video with an audio track)")
     if args.mask is not None and task not in ("inpaint", "outpaint"):
