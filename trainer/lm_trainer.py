@@ -81,6 +81,30 @@ def load_deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict:
     return ds
 
 
+@torch.no_grad()
+def seeded_reset(model: VideoPoetLM, seed: int) -> None:
+    """Initial weights as a function of (seed, `VideoPoetLM.reset_parameters`) alone, drawn in fp32 on the CPU.
+
+    Every build path gets the same numbers: the plain build (fp32), the ZeRO-3 build without
+    zero_init, and the zero.Init build, whose parameters are bf16 (the 8B JSON), possibly on a GPU,
+    and whose constructor drew a different amount of randomness (its submodules' default inits ran
+    in bf16 before partitioning): there the weights are the plain build's rounded to bf16. Costs one
+    transient fp32 host copy of the model (at 8B ~35 GB, on rank 0 only under zero_init).
+    """
+    params = list(model.parameters())
+    held = [p.data for p in params]
+    for p in params:
+        p.data = torch.empty(p.data.shape, dtype=torch.float32, device="cpu")
+    try:
+        torch.manual_seed(seed)
+        model.reset_parameters()
+        for p, h in zip(params, held):
+            h.copy_(p.data)
+    finally:
+        for p, h in zip(params, held):
+            p.data = h
+
+
 class FlopCounter:
     """Training FLOPs per token of the model at a sequence length, from a meta-device copy.
 
@@ -140,9 +164,10 @@ class LMTrainer:
             # tensors: gather everything once, re-initialise on rank 0, and let DeepSpeed scatter it.
             with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
                 if rank == 0:
-                    model.reset_parameters()
+                    seeded_reset(model, cfg.seed)
         else:
             model = VideoPoetLM(model_cfg)
+            seeded_reset(model, cfg.seed)
         self.module = LossForward(model)
         params = [p for p in self.module.parameters() if p.requires_grad]
         # Weight decay on matrices only; under zero.Init a parameter is an empty 1-D tensor and its
