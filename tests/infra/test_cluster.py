@@ -105,7 +105,7 @@ class RayNode:
             self.signal_all(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
-    def stop(self, timeout: float = 20) -> None:
+    def stop(self, timeout: float = 8) -> None:
         """SIGTERM the tree (what `ray stop` sends), then SIGKILL whatever is left of it."""
         self.signal_all(signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -270,3 +270,96 @@ def test_ray_job_train_one_worker_per_node(cluster, work):
                           raise_on_missing_output=False, detail=True)
     assert len({a.node_id for a in workers}) == 2, workers  # one worker on each node
     work["job_train"] = s
+
+
+# --- multi-node data job -------------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_tokenize_on_two_nodes_equals_local_bytes(cluster, work, output_digests):
+    import numpy as np
+    import torch
+
+    from videopoet.pipeline.clip_shards import Clip, write_clip_shard
+    from videopoet.pipeline.tokenize import TOKENIZE_RECIPES, run_tokenize
+    from videopoet.tokenizers.magvit2 import VideoTokenizer
+    from videopoet.tokenizers.soundstream import AudioTokenizer
+
+    tmp = work["tmp"]
+    torch.manual_seed(0)
+    VideoTokenizer.from_recipe("tiny", ["channels=4", "norm_groups=2"]).save(tmp / "video_tok")
+    AudioTokenizer.from_recipe("tiny", ["channels=2", "latent_dim=16", "kmeans_iters=1"]).save(tmp / "audio_tok")
+    rng = np.random.default_rng(0)
+    for s in range(2):  # two units: the actor pool and the prepare tasks spread over both nodes
+        write_clip_shard(tmp / "tok_clips" / f"shard-{s}.tar", [
+            Clip(key=f"s{s}c{i}", rgb=rng.integers(0, 256, (17, 16, 16, 3), dtype=np.uint8),
+                 meta={"caption": "", "source_uri": f"gen://{s}/{i}"}) for i in range(2)])
+    args = [f"video_tokenizer={tmp / 'video_tok'}", f"audio_tokenizer={tmp / 'audio_tok'}", "any_size=true"]
+    run_tokenize(TOKENIZE_RECIPES.get("tiny", [f"input={tmp / 'tok_clips'}", f"output={tmp / 'tok_local'}",
+                                               "engine=local", "progress=false", "track=false", *args]))
+    entry = (f"videopoet tokenize --config tiny --engine ray --ray-address auto --input {tmp / 'tok_clips'} "
+             f"--output {tmp / 'tok_ray'} --no-progress --no-track " + " ".join(args))
+    _submit(cluster, entry, work)
+    local, ray_ = output_digests(tmp / "tok_local", ("stats",)), output_digests(tmp / "tok_ray", ("stats",))
+    assert len(local) >= 6 and ray_ == local
+
+
+# --- multi-node training -------------------------------------------------------------------------
+def _losses(db: Path, run_id: str) -> dict[int, float]:
+    from mlflow.tracking import MlflowClient
+
+    return {m.step: m.value for m in MlflowClient(f"sqlite:///{db}").get_metric_history(run_id, "loss")}
+
+
+def _train_cmd(work: dict, name: str, *extra: str) -> list[str]:
+    return [str(BIN / "videopoet"), "train", "--config", "tiny", "--num-workers", "2", "--no-progress",
+            *work["common"], f"checkpoint.name={name}", "--summary-json", str(work["tmp"] / f"{name}.json"), *extra]
+
+
+def _train_env(work: dict) -> dict[str, str]:
+    return {**_node_env(), **work["env"]}
+
+
+@pytest.mark.timeout(240)
+def test_train_two_nodes_equals_two_workers_on_one_node(cluster, work):
+    two_nodes = work.get("job_train")
+    assert two_nodes, "needs test_ray_job_train_one_worker_per_node (the 2-node run)"
+    # 2 workers on one node: a local Ray of 2 CPUs started by the command itself
+    proc = subprocess.run(_train_cmd(work, "one_node"), env=_train_env(work), capture_output=True, text=True,
+                          timeout=220, cwd=work["tmp"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one_node = json.loads((work["tmp"] / "one_node.json").read_text())
+    a, b = _losses(work["db"], two_nodes["mlflow_run_id"]), _losses(work["db"], one_node["mlflow_run_id"])
+    assert sorted(a) == list(range(STEPS)) and a == b, (a, b)
+    assert one_node["export_hash"] == two_nodes["export_hash"]
+    work["one_node"] = one_node
+
+
+@pytest.mark.timeout(300)
+def test_worker_node_killed_mid_train_resumes_to_the_same_export(cluster, work):
+    reference = work.get("job_train")
+    assert reference, "needs test_ray_job_train_one_worker_per_node"
+    name = "node_loss"
+    cmd = _train_cmd(work, name, "--ray-address", cluster.address, "engine.max_failures=1")
+    log = open(work["tmp"] / f"{name}.log", "w")
+    proc = subprocess.Popen(cmd, env=_train_env(work), stdout=log, stderr=subprocess.STDOUT, cwd=work["tmp"],
+                            start_new_session=True)
+    try:
+        first = work["tmp"] / "runs" / name / "checkpoints" / "step_00000002"
+        deadline = time.monotonic() + 200
+        while not first.is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, (work["tmp"] / f"{name}.log").read_text()
+            time.sleep(0.05)
+        cluster.nodes["node_a"].kill()  # one of the two workers dies with its node
+        cluster.add_node("node_b")  # the replacement node the restarted worker group is placed on
+        assert proc.wait(timeout=240) == 0, (work["tmp"] / f"{name}.log").read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    out = (work["tmp"] / f"{name}.log").read_text()
+    s = json.loads((work["tmp"] / f"{name}.json").read_text())
+    assert "resumed from" in out and s["steps_run"] < STEPS, out[-3000:]  # the restart resumed mid-run
+    assert s["step"] == STEPS and s["export_hash"] == reference["export_hash"]
+    got = _losses(work["db"], s["mlflow_run_id"])
+    ref = _losses(work["db"], reference["mlflow_run_id"])
+    assert all(got[k] == ref[k] for k in got), (got, ref)
