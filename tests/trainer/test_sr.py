@@ -5,8 +5,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from videopoet.tokenizers.lfq import split_tokens
 from videopoet.trainer.sr.model import MASK_ID, SR_RECIPES, AxisLayer, SRTransformer
+from videopoet.trainer.sr.objective import (
+    ObjectiveConfig,
+    draw_keep,
+    draw_mask,
+    draw_noise_rates,
+    factorized_loss,
+    noise_augment,
+    prepare_conditions,
+    training_loss,
+)
 from videopoet.trainer.sr.windows import lr_grid, lr_window, merge, partition, window_ids
 
 torch.set_num_threads(1)
@@ -159,6 +171,93 @@ def test_conditions_change_the_output_and_null_conditions_are_per_example():
     assert not torch.allclose(no_text, full)
     torch.testing.assert_close(no_text, m(tokens, lr, None, None).detach())  # no text == all slots masked
     torch.testing.assert_close(lr_other[0], no_lr[0])  # a dropped LR condition ignores the LR ids
+
+
+# --- objective ----------------------------------------------------------------------------------
+
+def _within_binomial(count, n, p, sigmas=5.0):
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p)) + 1
+
+
+def test_factorized_loss_is_two_512_way_cross_entropies_on_masked_positions():
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, VOCAB, (2, 3, 4), generator=g)
+    lo_logits, hi_logits = torch.randn(2, 3, 4, 512, generator=g), torch.randn(2, 3, 4, 512, generator=g)
+    mask = torch.rand(2, 3, 4, generator=g) < 0.5
+    loss, n = factorized_loss(lo_logits, hi_logits, targets, mask)
+    lo, hi = split_tokens(targets)
+    expect = [F.cross_entropy(lo_logits[i], lo[i]) + F.cross_entropy(hi_logits[i], hi[i])
+              for i in zip(*torch.nonzero(mask, as_tuple=True))]
+    assert n == int(mask.sum()) == len(expect)
+    torch.testing.assert_close(loss, torch.stack(expect).mean())
+    # unmasked positions do not matter
+    lo2 = lo_logits.clone()
+    lo2[~mask] = 100 * torch.randn_like(lo2[~mask])
+    torch.testing.assert_close(factorized_loss(lo2, hi_logits, targets, mask)[0], loss)
+
+
+def test_mask_fraction_follows_the_cosine_schedule():
+    n, draws = 1000, 4000
+    frac = draw_mask(draws, n, torch.Generator().manual_seed(0)).float().mean(-1)
+    assert frac.min() >= 1 / n
+    # E[cos(pi r / 2)] = 2 / pi for r ~ U(0, 1); per-draw std of cos(pi r/2) is ~0.31
+    assert abs(frac.mean().item() - 2 / math.pi) < 5 * 0.31 / math.sqrt(draws) + 1 / n
+    # the quantiles: P(fraction <= cos(pi q / 2)) = 1 - q
+    for q in (0.25, 0.5, 0.75):
+        share = (frac <= math.cos(math.pi * q / 2) + 0.5 / n).float().mean().item()
+        assert _within_binomial(share * draws, draws, 1 - q)
+
+
+def test_noise_augmentation_and_drops_happen_at_the_configured_rates():
+    g = torch.Generator().manual_seed(0)
+    lr = torch.randint(0, VOCAB, (64, 5, 28, 16), generator=g)
+    rates = torch.linspace(0.0, 0.5, 64)
+    noisy, resampled = noise_augment(lr, rates, g)
+    per_example = lr[0].numel()
+    for b in range(64):
+        assert _within_binomial(int(resampled[b].sum()), per_example, rates[b].item())
+    assert torch.equal(noisy[~resampled], lr[~resampled])
+    assert (noisy[resampled] != lr[resampled]).float().mean() > 0.999  # new ids, uniform over 2^18
+    assert abs(noisy[resampled].float().mean().item() / (VOCAB - 1) - 0.5) < 0.01
+    assert rates.new_zeros(1).eq(noise_augment(lr[:1], rates[:1], g)[1].sum()).all()  # rate 0: untouched
+
+    u = draw_noise_rates(20000, 0.3, g)
+    assert u.min() >= 0 and u.max() <= 0.3 and abs(u.mean().item() - 0.15) < 5 * 0.3 / math.sqrt(12 * 20000)
+
+    n = 20000
+    keep = draw_keep(n, 0.1, g)
+    assert _within_binomial(int((~keep).sum()), n, 0.1)
+    cfg = ObjectiveConfig(lr_noise_max=0.2, lr_drop=0.1, text_drop=0.1)
+    lr_small = torch.randint(0, VOCAB, (n, 1, 2, 2), generator=g)
+    text_mask = torch.ones(n, 4, dtype=torch.bool)
+    noisy, lr_keep, tm = prepare_conditions(lr_small, text_mask, cfg, g)
+    text_dropped = ~tm.any(-1)
+    assert torch.equal(tm, text_mask & ~text_dropped[:, None])
+    assert _within_binomial(int((~lr_keep).sum()), n, 0.1)
+    assert _within_binomial(int(text_dropped.sum()), n, 0.1)
+    assert _within_binomial(int((~lr_keep & text_dropped).sum()), n, 0.01)  # independent
+    assert _within_binomial(int((noisy != lr_small).sum()), 4 * n, 0.1)  # mean rate lr_noise_max / 2
+
+
+def test_training_loss_is_reproducible_and_trains():
+    m = model_of()
+    m.train()
+    tokens, lr, text, text_mask = inputs()
+    tokens = tokens.masked_fill(tokens == MASK_ID, 7)
+    loss_a, n_a = training_loss(m, tokens, lr, text, text_mask, generator=torch.Generator().manual_seed(3))
+    loss_b, n_b = training_loss(m, tokens, lr, text, text_mask, generator=torch.Generator().manual_seed(3))
+    assert n_a == n_b and torch.equal(loss_a, loss_b)
+    assert abs(loss_a.item() - 2 * math.log(512)) < 1.5  # two 512-way CEs near chance at init
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):  # memorise two examples' 256 ids
+        loss, _ = training_loss(m, tokens, lr, text, text_mask, generator=g)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses[::10]
 
 
 # --- recipes ------------------------------------------------------------------------------------
