@@ -19,6 +19,14 @@ from videopoet.trainer.sr.objective import (
     prepare_conditions,
     training_loss,
 )
+from videopoet.trainer.sr.sampling import (
+    SRSamplingConfig,
+    _draw,
+    guided_logits,
+    masked_counts,
+    sample,
+    stage_sampling,
+)
 from videopoet.trainer.sr.windows import lr_grid, lr_window, merge, partition, window_ids
 
 torch.set_num_threads(1)
@@ -258,6 +266,89 @@ def test_training_loss_is_reproducible_and_trains():
         loss.backward()
         opt.step()
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses[::10]
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+def test_cfg_scale_one_is_the_conditional_pass_and_the_combination_is_as_documented():
+    m = model_of()
+    tokens, lr, text, text_mask = inputs()
+    with torch.no_grad():
+        cond = m.logits(m(tokens, lr, text, text_mask))
+        no_text = m.logits(m(tokens, lr, text, torch.zeros_like(text_mask)))
+        none = m.logits(m(tokens, lr, text, torch.zeros_like(text_mask), lr_keep=torch.zeros(2, dtype=torch.bool)))
+        batches = []
+        hook = m.register_forward_hook(lambda mod, args, out: batches.append(args[0].shape[0]))
+        at_one = guided_logits(m, tokens, lr, text, text_mask, 1.0, 1.0)
+        stage1 = guided_logits(m, tokens, lr, text, text_mask, 4.0, 1.0)
+        stage2 = guided_logits(m, tokens, lr, text, text_mask, 8.0, 2.0)
+        hook.remove()
+    assert batches == [2, 4, 6]  # passes with weight 0 are not run
+    for got, c, t0, n0 in zip(at_one, cond, no_text, none):
+        assert torch.equal(got, c)
+    for (s_text, s_lr), guided in (((4.0, 1.0), stage1), ((8.0, 2.0), stage2)):
+        for got, c, t0, n0 in zip(guided, cond, no_text, none):
+            expect = n0 + s_lr * (t0 - n0) + s_text * (c - t0)
+            torch.testing.assert_close(got, expect, atol=1e-4, rtol=1e-4)
+    assert stage_sampling("stage2").text_scale == 8.0 and stage_sampling("stage1").lr_scale == 1.0
+    assert stage_sampling("stage1").steps == 24
+
+
+def test_maskgit_unmasks_on_the_cosine_schedule_and_never_remasks():
+    m = model_of()
+    tokens, lr, text, text_mask = inputs()
+    init = torch.full_like(tokens, MASK_ID)
+    init[0, :, :2] = tokens[0, :, :2].clamp_max(VOCAB - 1)  # condition positions of example 0: fixed
+    fixed = init != MASK_ID
+    steps = 6
+    steps_tokens = []
+    out = sample(m, lr, text, text_mask, SRSamplingConfig(steps=steps, text_scale=2.0, lr_scale=1.5, seed=5),
+                 init_tokens=init, trace=steps_tokens)
+    trace = [t == MASK_ID for t in steps_tokens]
+    n = (~fixed).flatten(1).sum(1)
+    expect = [torch.floor(n * math.cos(math.pi / 2 * (s + 1) / steps)).long() for s in range(steps)]
+    assert torch.equal(masked_counts(n, steps), torch.stack(expect))
+    assert [t.flatten(1).sum(1).tolist() for t in trace] == [e.tolist() for e in expect]
+    assert expect[-1].tolist() == [0, 0] and (out != MASK_ID).all() and (out < VOCAB).all() and (out >= 0).all()
+    assert torch.equal(out[fixed], init[fixed])
+    for before, after in zip(trace, trace[1:]):
+        assert not (after & ~before).any()  # never re-masked
+        assert not (before & fixed).any()  # condition positions never masked
+    for before, after in zip(steps_tokens, steps_tokens[1:] + [out]):
+        kept = before != MASK_ID
+        assert torch.equal(after[kept], before[kept])  # a token, once unmasked, is final
+
+
+def test_token_draws_follow_the_softmax():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(40000, -1)
+    ids, logp = _draw(logits, 1.0, torch.Generator().manual_seed(0))
+    p = logits[0].softmax(-1)
+    for v in range(4):
+        assert _within_binomial(int((ids == v).sum()), 40000, p[v].item())
+    torch.testing.assert_close(logp, p.log()[ids])
+    ids_hot, _ = _draw(logits, 0.5, torch.Generator().manual_seed(0))
+    assert _within_binomial(int((ids_hot == 0).sum()), 40000, (logits[0] / 0.5).softmax(-1)[0].item())
+
+
+def test_sampling_is_deterministic_per_seed():
+    m = model_of()
+    _, lr, text, text_mask = inputs()
+    cfg = SRSamplingConfig(steps=4, text_scale=4.0, lr_scale=2.0, seed=11)
+    a = sample(m, lr, text, text_mask, cfg)
+    b = sample(m, lr, text, text_mask, cfg)
+    c = sample(m, lr, text, text_mask, dataclasses.replace(cfg, seed=12))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    greedy = SRSamplingConfig(steps=4, temperature=0.0, choice_temperature=0.0)
+    assert torch.equal(sample(m, lr, text, text_mask, greedy), sample(m, lr, text, text_mask, greedy))
+
+
+def test_one_step_greedy_sampling_is_the_argmax_of_the_conditional_pass():
+    m = model_of()
+    _, lr, text, text_mask = inputs()
+    out = sample(m, lr, text, text_mask, SRSamplingConfig(steps=1, temperature=0.0))
+    with torch.no_grad():
+        lo, hi = m.logits(m(torch.full_like(out, MASK_ID), lr, text, text_mask))
+    assert torch.equal(out, lo.argmax(-1) + (hi.argmax(-1) << 9))
 
 
 # --- recipes ------------------------------------------------------------------------------------
