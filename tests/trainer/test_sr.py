@@ -167,6 +167,19 @@ def test_windowed_sdpa_equals_dense_reference_with_gradients():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
 
+def test_gradient_checkpointing_changes_nothing():
+    tokens, lr, text, text_mask = inputs()
+    results = []
+    for remat in (False, True):
+        m = model_of(grad_checkpoint=remat).train()
+        loss, _ = training_loss(m, tokens.masked_fill(tokens == MASK_ID, 3), lr, text, text_mask,
+                                generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        results.append((loss.detach(), torch.cat([p.grad.reshape(-1) for p in m.parameters()])))
+    assert torch.equal(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+
+
 def test_conditions_change_the_output_and_null_conditions_are_per_example():
     m = model_of()
     tokens, lr, text, text_mask = inputs()

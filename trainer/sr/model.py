@@ -237,8 +237,11 @@ class SRTransformer(nn.Module):
     def reset_parameters(self) -> None:
         std = self.cfg.init_std
         for name, p in self.named_parameters():
+            if p.ndim < 2 and name.endswith("bias"):
+                p.zero_()
+                continue
             if p.ndim < 2 and not name.endswith(("mask_emb", "null_lr")):
-                p.zero_() if name.endswith("bias") else p.fill_(1.0)  # biases, norm gains
+                p.fill_(1.0)  # norm gains
                 continue
             # residual-branch outputs scaled down with depth (GPT-2), keeping the stream's variance flat
             residual = name.endswith(("attn.out.weight", "mlp.down.weight"))
