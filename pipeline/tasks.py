@@ -25,9 +25,23 @@ a caption) / always (null text when none) / none):
     inpaint   COMMIT tokens (masked centre)      -> video         text optional
     outpaint  COMMIT tokens (masked border)      -> video         text optional
     style     flow+depth tokens + text           -> video         text required
+              (+ the first frame's tokens on a fixed subset of clips: paper §4.1 "on a subset of steps")
     a2v       audio                              -> video         text none
     v2a       video                              -> audio         text none
-    avcont    COMMIT first-5-frames + first 5/T of the audio -> video + audio    text none
+    avcont    COMMIT first frame + its audio (first 1/T of each level) -> video + audio    text none
+
+Stylization's first frame: a clip's style layout carries `<bov_i> first frame <eov_i>` before the
+flow+depth condition when `style_first_frame(row)` holds: the row's explicit `style_first_frame`
+field if it has one (sampling requests), else a hash of (STYLE_FIRST_FRAME_SEED, key) below
+STYLE_FIRST_FRAME_SHARE. It is a pure function of the stored row, so the len_style column written at
+tokenize time and the layout built at training time agree, and the two variants differ in length
+(+ h·w + 2), so AGD puts them in separate (task, length) groups: no padding, and the share of style
+steps that see the first frame is the share of clips selected.
+
+LAYOUT_VERSION numbers these layouts (docs/formats.md "Unified vocabulary and task layouts"); token
+shards carry it through their format version (pipeline.token_shards.TOKEN_FORMAT_VERSION), since
+their len_ columns are layout lengths. Version 2: style's first-frame variant; avcont conditions on
+the first frame (fp1 COMMIT tokens) and its audio (was: 5 frames and 5/T of the audio).
 
 Within one (task, sequence length) every layout has the same prefix_len and text_start
 (tests/pipeline/test_vocab_tasks.py checks every combination), so an AGD batch has scalar ones.
@@ -35,6 +49,7 @@ Within one (task, sequence length) every layout has the same prefix_len and text
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,8 +57,12 @@ import numpy as np
 
 from videopoet.pipeline import vocab as V
 
+LAYOUT_VERSION = 2
 TEXT_SLOTS = V.TEXT_SLOTS
-FP5_FRAMES = 5  # frames of condition in fp5 / avcont (paper A.2: K600 uses 5 condition frames)
+FP5_FRAMES = 5  # frames of condition in fp5 (paper A.2: K600 uses 5 condition frames)
+AVCONT_FRAMES = 1  # avcont's condition: "the first frame and its corresponding audio" (paper §5.2)
+STYLE_FIRST_FRAME_SHARE = 0.5  # clips whose style layout also takes the first frame (the paper gives no share)
+STYLE_FIRST_FRAME_SEED = 0
 
 TASK_NAMES: tuple[str, ...] = (
     "uncond", "t2v", "t2i", "i2v", "fp1", "fp5", "inpaint", "outpaint", "style", "a2v", "v2a", "avcont",
@@ -78,7 +97,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("style", "<task_style>", "required", "style_tokens", "stylization from flow+depth and text"),
         TaskSpec("a2v", "<task_video>", "none", None, "audio-to-video"),
         TaskSpec("v2a", "<task_v2a>", "none", "video_tokens", "video-to-audio"),
-        TaskSpec("avcont", "<task_avcont>", "none", "fp5_tokens", "audio-video continuation"),
+        TaskSpec("avcont", "<task_avcont>", "none", "fp1_tokens", "audio-video continuation"),
     )
 }
 assert tuple(TASKS) == TASK_NAMES
@@ -213,8 +232,21 @@ def _audio(row: dict) -> tuple[np.ndarray, int]:
 
 
 def audio_head_frames(audio_frames: int, num_frames: int) -> int:
-    """Audio frames covering the first FP5_FRAMES video frames (avcont's audio condition)."""
-    return audio_frames * FP5_FRAMES // num_frames
+    """Audio frames covering the first AVCONT_FRAMES video frames (avcont's audio condition): 6 of 106
+    for 17 frames, 6 of 256 for 41."""
+    return audio_frames * AVCONT_FRAMES // num_frames
+
+
+def style_first_frame(row: dict) -> bool:
+    """Whether this row's style layout takes the first frame (module docstring): the row's explicit
+    `style_first_frame` when set, else a stable hash of its key; always False without first_frame_tokens."""
+    if _get(row, "first_frame_tokens") is None:
+        return False
+    explicit = row.get("style_first_frame")
+    if explicit is not None:
+        return bool(explicit)
+    digest = hashlib.blake2b(f"{STYLE_FIRST_FRAME_SEED}:{row.get('key', '')}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") < STYLE_FIRST_FRAME_SHARE * 2**64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +322,10 @@ def build_layout(task: str, row: dict) -> Layout:
         b.visual("video", video)
         b.special("<eov_i>")
     elif spec.condition is not None:
+        if task == "style" and style_first_frame(row):
+            b.special("<bov_i>")
+            b.visual("first_frame", _tokens(row, "first_frame_tokens", h * w))
+            b.special("<eov_i>")
         b.special("<bov_i>")
         b.visual("condition", _tokens(row, spec.condition, t * h * w))
         b.special("<eov_i>")

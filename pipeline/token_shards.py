@@ -30,7 +30,9 @@ from videopoet.config import UsageError
 from videopoet.paths import resolve_shards
 from videopoet.pipeline.tasks import TASK_NAMES, sequence_lengths
 
-TOKEN_FORMAT_VERSION = 1
+# 2: task layouts version 2 (pipeline.tasks.LAYOUT_VERSION): the len_ columns of version-1 shards are
+# the lengths of the old style/avcont layouts, so a version-1 shard is refused, not misread.
+TOKEN_FORMAT_VERSION = 2
 VERSION_KEY = b"videopoet.token_format_version"
 TASKS_KEY = b"videopoet.task_names"
 TEXT_SLOTS = 64
@@ -287,7 +289,8 @@ def check_version(metadata: dict | None, where: str) -> tuple[str, ...]:
         raise TokenShardError(f"{where}: not a videopoet token shard (no {VERSION_KEY.decode()} metadata)")
     if version.decode() != str(TOKEN_FORMAT_VERSION):
         raise TokenShardError(f"{where}: token format version {version.decode()}, "
-                              f"this code reads {TOKEN_FORMAT_VERSION}")
+                              f"this code reads {TOKEN_FORMAT_VERSION} (its len_ columns follow other task "
+                              "layouts, docs/formats.md); run `videopoet tokenize` again with this code")
     return tuple(json.loads(metadata.get(TASKS_KEY, b"[]")))
 
 

@@ -43,7 +43,7 @@ class ModelConfig:
     n_heads: int = 16
     n_kv_heads: int = 0  # 0: same as n_heads (multi-head); fewer: grouped-query attention
     ffn_dim: int = 2816  # SwiGLU hidden width
-    max_seq_len: int = 12_288  # longest layout: avcont 41-frame portrait, 11,017
+    max_seq_len: int = 12_288  # longest layout: avcont 41-frame portrait, 10,917 (layouts v2)
     text_dim: int = 2048  # T5-XL; must equal the token shards' text_dim
     text_slots: int = V.TEXT_SLOTS
     rope_theta: float = 10_000.0

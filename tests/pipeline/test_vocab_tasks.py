@@ -9,7 +9,7 @@ from videopoet.pipeline import tasks as T
 from videopoet.pipeline import vocab as V
 
 
-def make_row(frames=17, fmt="square", text=True, audio=True, cond=True, seed=0, n_text=10):
+def make_row(frames=17, fmt="square", text=True, audio=True, cond=True, seed=0, n_text=10, style_ff=False):
     rng = np.random.default_rng(seed)
     t = 1 + (frames - 1) // 4
     h, w = (28 if fmt == "portrait" else 16), 16
@@ -25,6 +25,8 @@ def make_row(frames=17, fmt="square", text=True, audio=True, cond=True, seed=0, 
     }
     for name in ("fp1_tokens", "fp5_tokens", "inpaint_tokens", "outpaint_tokens", "style_tokens"):
         row[name] = codes(t * h * w) if (cond and frames > 1) else None
+    if style_ff is not None:  # None: the key's hash decides (pipeline.tasks.style_first_frame)
+        row["style_first_frame"] = style_ff
     return row
 
 
@@ -85,7 +87,8 @@ EXPECTED_SQUARE_17 = {
     "style": (3 + 66 + 1282, 3 + 66 + 1282 + 1282),
     "a2v": (3 + 426, 3 + 426 + 1282),
     "v2a": (3 + 1282, 3 + 1282 + 426),  # ... <eov_i> <boa_o> | audio <eoa_o> <eos>
-    "avcont": (3 + 1282 + 4 * 31 + 2, 3 + 1282 + 126 + 1281 + 427),  # video <eov_o> <boa_o> audio <eoa_o> <eos>
+    # layout version 2: the first frame (fp1 COMMIT tokens) and its audio, 6 of 106 frames per level
+    "avcont": (3 + 1282 + 4 * 6 + 2, 3 + 1282 + 26 + 1281 + 427),  # video <eov_o> <boa_o> audio <eoa_o> <eos>
 }
 
 
@@ -147,12 +150,12 @@ def test_row_payload_lands_in_the_sequence():
     video = lay.segment("video", True)
     assert (lay.tokens[video.start: video.start + video.length] == row["video_tokens"] + 256).all()
     cond = lay.segment("condition", False)
-    assert (lay.tokens[cond.start: cond.start + cond.length] == row["fp5_tokens"] + 256).all()
+    assert (lay.tokens[cond.start: cond.start + cond.length] == row["fp1_tokens"] + 256).all()
     audio = lay.segment("audio", True)
     got = V.audio_codes(lay.tokens[audio.start: audio.start + audio.length])
     assert (got == row["audio_tokens"].reshape(4, -1)).all()
     head = lay.segment("audio_head", False)
-    assert (V.audio_codes(lay.tokens[head.start: head.start + head.length]) == got[:, :31]).all()
+    assert (V.audio_codes(lay.tokens[head.start: head.start + head.length]) == got[:, :6]).all()
     first = T.build_layout("i2v", row).segment("first_frame", False)
     assert first.length == 256
 
@@ -162,6 +165,7 @@ def all_rows():
     for frames, fmt, text, audio in itertools.product((17, 41), ("square", "portrait"), (0, 1), (0, 1)):
         rows.append(make_row(frames, fmt, bool(text), bool(audio)))
     rows += [make_row(frames=1, text=True), make_row(frames=1, text=False)]
+    rows += [make_row(f, fmt, style_ff=True) for f, fmt in itertools.product((17, 41), ("square", "portrait"))]
     return rows
 
 
@@ -214,3 +218,55 @@ def test_synthetic_token_shard_rows_agree():
         for task in T.TASK_NAMES:
             n = row[f"len_{task}"]
             assert n == (len(T.build_layout(task, row)) if n else 0)
+
+
+def test_style_takes_the_first_frame_on_a_fixed_subset_of_clips():
+    """Paper §4.1: stylization conditions on the first frame "on a subset of steps"."""
+    tid = V.token_id
+    row = make_row(style_ff=True)
+    lay = T.build_layout("style", row)
+    first, cond = lay.segment("first_frame", False), lay.segment("condition", False)
+    assert (lay.tokens[first.start: first.start + first.length] == row["first_frame_tokens"] + 256).all()
+    assert lay.tokens[first.start - 1] == tid("<bov_i>") and lay.tokens[first.start + 256] == tid("<eov_i>")
+    assert first.start + 256 < cond.start and lay.text_start == 3
+    plain = T.build_layout("style", make_row(style_ff=False))
+    # + <bov_i> 256 <eov_i> in the prefix, same output: another (task, length) group, no padding
+    assert (lay.prefix_len, len(lay)) == (plain.prefix_len + 258, len(plain) + 258)
+    assert (lay.tokens[lay.prefix_len:] == plain.tokens[plain.prefix_len:]).all()
+    # without an explicit choice the key decides, stably, for STYLE_FIRST_FRAME_SHARE of the clips
+    keys = [make_row(style_ff=None, seed=0) | {"key": f"clip-{i}"} for i in range(4000)]
+    picked = [T.style_first_frame(r) for r in keys]
+    assert picked == [T.style_first_frame(r) for r in keys]
+    assert abs(sum(picked) / 4000 - T.STYLE_FIRST_FRAME_SHARE) < 5 * (0.25 / 4000) ** 0.5
+    for r, p in zip(keys[:50], picked):
+        assert T.sequence_lengths(r)["style"] == len(T.build_layout("style", r)) == (2891 if p else 2633)
+    # no first frame to give (an image, or a row without first_frame_tokens): never the variant
+    assert not T.style_first_frame(make_row(style_ff=True) | {"first_frame_tokens": None})
+
+
+def test_avcont_conditions_on_the_first_frame_and_its_audio():
+    """Paper §5.2: "provided with the first frame and its corresponding audio"."""
+    for frames, audio_frames in ((17, 106), (41, 256)):
+        row = make_row(frames)
+        lay = T.build_layout("avcont", row)
+        head = lay.segment("audio_head", False)
+        assert head.length == 4 * T.audio_head_frames(audio_frames, frames) == 4 * 6  # 1/8 s of 50 Hz audio
+        assert lay.segment("condition", False).length == row["fp1_tokens"].size
+    assert T.LAYOUT_VERSION == 2
+
+
+def test_trainer_refuses_token_shards_of_the_old_layouts(tmp_path):
+    """A version-1 shard's len_ columns are the old style/avcont lengths: the AGD index refuses it by name."""
+    import pyarrow.parquet as pq
+
+    from videopoet.pipeline import token_shards as ts
+    from videopoet.trainer.data import ShardIndex
+
+    path = tmp_path / "old" / "part-0.parquet"
+    ts.write_token_shard(path, ts.synthetic_rows(4, seed=1), row_group_size=4)
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata) | {ts.VERSION_KEY: b"1"}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    with pytest.raises(ts.TokenShardError, match=r"part-0.parquet: token format version 1, this code reads 2 .*"
+                                                 r"videopoet tokenize"):
+        ShardIndex.build([tmp_path / "old"])
