@@ -23,6 +23,20 @@ How a step is decided (identically on every rank, with no communication):
     *global* batch, so the decision does not depend on the number of ranks.
 Data-parallel rank r of W takes the r-th contiguous slice of the step's global batch.
 
+Lanes (`lanes`, default 1 = the single stream above): with M lanes each group's members (sorted in
+file order) are split into M contiguous shares, each its own stream of epochs as above (draws keyed
+by the lane too), and the global batch B (a multiple of M) is lane-major: positions m*B/M .. (m+1)*B/M
+of a step are the next B/M examples of lane m. Rank r of W (W dividing M) therefore takes the lanes
+r*M/W .. (r+1)*M/W, and each lane walks its row groups in order across the steps: a rank reads each
+row group once and uses all of its group's rows from it (with shuffle_window 1 it holds one row
+group per lane and group), instead of a few rows of each of shuffle_window row groups per step.
+Batches still mix M regions of the data set; the batches do not depend on W (W dividing M).
+
+Loading (AGDLoader): rows are read with only the columns the task needs (data_reader.task_columns:
+no text embeddings for tasks without text) by a bounded row-group cache (cache_row_groups), and the
+next step's batch is built on a background thread while the current one trains. The index
+(data_index.ShardIndex) is memory-mapped from a per-data-set cache: O(groups) in the rank's heap.
+
 Why not Ray Data: it has no length bucketing (ray-project/ray#49844); AGD needs random access by
 (group, position) for exact resume, which a plain reader of Parquet row groups gives directly.
 """
@@ -30,18 +44,24 @@ Why not Ray Data: it has no length bucketing (ray-project/ray#49844); AGD needs 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-import zlib
+import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from videopoet.pipeline import token_shards as ts
+from videopoet.trainer.data_index import Group, ShardIndex
+from videopoet.trainer.data_reader import RowReader, task_columns
+
+RowStore = RowReader  # the former name
+__all__ = ["AGDLoader", "AGDSampler", "Batch", "DataConfig", "Group", "RowReader", "RowStore", "ShardIndex",
+           "StepPlan", "collate", "describe", "task_columns"]
 
 _TAG_GROUP, _TAG_BLOCKS, _TAG_ROWS, _TAG_DROPOUT = 1, 2, 3, 4
 
@@ -59,6 +79,8 @@ class DataConfig:
     cond_dropout: float = 0.1  # probability of dropping the text condition (CFG)
     shuffle_window: int = 16  # row groups shuffled together (>= group size: full shuffle)
     cache_row_groups: int = 32  # decoded row groups kept per rank
+    # independent read streams per group: rank r of W reads lanes [r*lanes/W, (r+1)*lanes/W) (1: one stream)
+    lanes: int = 1
     seed: int = 0
 
     def validate(self) -> None:
@@ -74,90 +96,13 @@ class DataConfig:
             raise ValueError(f"cond_dropout={self.cond_dropout}: must lie in [0, 1]")
         if any(w < 0 for w in self.task_weights.values()):
             raise ValueError(f"task_weights={self.task_weights}: weights must be >= 0")
-        if self.shuffle_window < 1 or self.cache_row_groups < 1 or self.batch_multiple < 1:
-            raise ValueError("shuffle_window, cache_row_groups and batch_multiple must be >= 1")
+        if min(self.shuffle_window, self.cache_row_groups, self.batch_multiple, self.lanes) < 1:
+            raise ValueError("shuffle_window, cache_row_groups, batch_multiple and lanes must be >= 1")
 
 
 def _rng(seed: int, *words: int) -> np.random.Generator:
     """A generator keyed by (seed, words...): stateless, so any step's draw can be recomputed alone."""
     return np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, *words])
-
-
-@dataclass
-class Group:
-    """All (shard, row group, row) positions whose layout for `task` has exactly `length` tokens."""
-
-    task: str
-    length: int
-    kind: str  # "image" | "video"
-    file_id: np.ndarray  # int32 [n], sorted by (file, row group, row)
-    row_group: np.ndarray  # int32 [n]
-    row: np.ndarray  # int32 [n] row within its row group
-
-    @property
-    def name(self) -> str:
-        return f"{self.task}_L{self.length}" + ("_img" if self.kind == "image" and self.task != "t2i" else "")
-
-    @property
-    def size(self) -> int:
-        return int(self.file_id.size)
-
-    @property
-    def key(self) -> int:
-        return zlib.crc32(self.name.encode())
-
-
-@dataclass
-class ShardIndex:
-    """The AGD groups of a set of token shards, built from the num_frames and len_<task> columns only."""
-
-    files: list[Path]
-    groups: list[Group]
-    fingerprint: str
-
-    @classmethod
-    def build(cls, shards: Sequence[str | Path], tasks: Sequence[str] = ()) -> "ShardIndex":
-        import pyarrow.parquet as pq
-
-        files = ts.list_token_shards(list(shards))
-        if not files:
-            raise ts.TokenShardError(f"no token shards (*.parquet) under {list(shards)}")
-        wanted = list(tasks)
-        parts: dict[tuple[str, int, str], list[np.ndarray]] = {}
-        digest = hashlib.sha256()
-        for file_id, path in enumerate(files):
-            shard_tasks = ts.shard_tasks(path)
-            use = [t for t in (wanted or shard_tasks) if t in shard_tasks]
-            missing = [t for t in wanted if t not in shard_tasks]
-            if missing:
-                raise ts.TokenShardError(f"{path}: no len_ column for task(s) {missing}; it has {list(shard_tasks)}")
-            with pq.ParquetFile(path) as pf:
-                table = pf.read(columns=["num_frames"] + [ts.len_column(t) for t in use])
-                rg_sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
-            digest.update(f"{path.name}:{table.num_rows}:{rg_sizes}:{use}".encode())
-            rg = np.repeat(np.arange(len(rg_sizes), dtype=np.int32), rg_sizes)
-            row = (np.concatenate([np.arange(s, dtype=np.int32) for s in rg_sizes]) if rg_sizes
-                   else np.zeros(0, np.int32))
-            is_image = table.column("num_frames").to_numpy() == 1
-            for task in use:
-                lengths = table.column(ts.len_column(task)).to_numpy()
-                for kind, sel_kind in (("image", is_image), ("video", ~is_image)):
-                    for length in np.unique(lengths[sel_kind & (lengths > 0)]):
-                        sel = np.flatnonzero(sel_kind & (lengths == length))
-                        parts.setdefault((task, int(length), kind), []).append(
-                            np.stack([np.full(sel.size, file_id, np.int32), rg[sel], row[sel]])
-                        )
-        groups = []
-        for (task, length, kind), chunks in sorted(parts.items()):
-            f, g, r = np.concatenate(chunks, axis=1)
-            groups.append(Group(task, length, kind, f, g, r))
-        if not groups:
-            raise ts.TokenShardError(f"token shards under {list(shards)} serve none of the tasks "
-                                     f"{wanted or 'in their len_ columns'}")
-        return cls(files, groups, digest.hexdigest()[:16])
-
-    def summary(self) -> dict[str, int]:
-        return {g.name: g.size for g in self.groups}
 
 
 @dataclass
@@ -247,48 +192,75 @@ class AGDSampler:
                                    side="right").clip(0, len(p) - 1))
 
     def global_batch(self, group: int, world_size: int = 1) -> int:
-        """B = budget // L rounded down to a multiple of lcm(batch_multiple, world), at least that multiple."""
-        m = math.lcm(self.cfg.batch_multiple, world_size)
+        """B = budget // L rounded down to a multiple of lcm(batch_multiple, world, lanes), at least that multiple."""
+        m = math.lcm(self.cfg.batch_multiple, world_size, self.cfg.lanes)
         b = self.cfg.tokens_per_step // self.index.groups[group].length
         return max(m, b - b % m)
 
     # -- example stream ----------------------------------------------------------------------
-    def _epoch(self, gi: int, epoch: int):
-        """(order of member indices in windows, window start offsets) for one epoch of group gi."""
-        key = (gi, epoch)
+    def lane_range(self, gi: int, lane: int) -> tuple[int, int]:
+        """Members [lo, hi) of group gi that lane `lane` streams: a contiguous share of the sorted members
+        (a group smaller than `lanes` gives each lane one member, cycling)."""
+        n, lanes = self.index.groups[gi].size, self.cfg.lanes
+        if n >= lanes:
+            return lane * n // lanes, (lane + 1) * n // lanes
+        return lane % n, lane % n + 1
+
+    def _words(self, lane: int) -> tuple[int, ...]:
+        return () if self.cfg.lanes == 1 else (self.cfg.lanes, lane)  # lanes=1: the single-stream draws
+
+    def _epoch(self, gi: int, lane: int, epoch: int):
+        """(window start offsets, window sizes, windows) for one epoch of one lane of group gi."""
+        key = (gi, lane, epoch)
         if key in self._epoch_cache:
             self._epoch_cache.move_to_end(key)
             return self._epoch_cache[key]
         g = self.index.groups[gi]
-        block_id = g.file_id.astype(np.int64) << 32 | g.row_group.astype(np.int64)
-        starts = np.flatnonzero(np.r_[True, block_id[1:] != block_id[:-1]])  # members sorted by block
-        sizes = np.diff(np.r_[starts, g.size])
-        order = _rng(self.cfg.seed, _TAG_BLOCKS, g.key, epoch).permutation(starts.size)
+        lo, hi = self.lane_range(gi, lane)
+        bs = g.block_starts
+        i0 = int(np.searchsorted(bs, lo, side="right")) - 1
+        i1 = int(np.searchsorted(bs, hi, side="left"))
+        starts = np.array(bs[max(i0, 0):i1], dtype=np.int64)
+        starts[0] = lo
+        sizes = np.diff(np.r_[starts, hi])
+        order = _rng(self.cfg.seed, _TAG_BLOCKS, g.key, epoch, *self._words(lane)).permutation(starts.size)
         w = self.cfg.shuffle_window
         windows = [order[i:i + w] for i in range(0, order.size, w)]
         win_sizes = np.array([sizes[win].sum() for win in windows])
         win_starts = np.r_[0, np.cumsum(win_sizes)[:-1]]
         entry = (win_starts, win_sizes, [(starts[win], sizes[win]) for win in windows])
         self._epoch_cache[key] = entry
-        while len(self._epoch_cache) > 4 * max(1, len(self.index.groups)):
+        while len(self._epoch_cache) > 4 * len(self.index.groups) + 2 * self.cfg.lanes:
             self._epoch_cache.popitem(last=False)
         return entry
 
-    def member_at(self, gi: int, position: int) -> int:
-        """Index into group gi's members of the example at stream `position`."""
+    def member_at(self, gi: int, position: int, batch: int | None = None) -> int:
+        """Index into group gi's members of the example at stream `position`.
+
+        lanes=1: the group's single stream. lanes=M: position k*B + m*(B/M) + j (B = `batch`, the
+        group's global batch) is the (k*B/M + j)-th example of lane m's stream."""
         g = self.index.groups[gi]
-        epoch, offset = divmod(position, g.size)
-        win_starts, _, windows = self._epoch(gi, epoch)
+        lane, q = 0, position
+        if self.cfg.lanes > 1:
+            b = (batch or self.global_batch(gi)) // self.cfg.lanes
+            k, rem = divmod(position, b * self.cfg.lanes)
+            lane, j = divmod(rem, b)
+            q = k * b + j
+        lo, hi = self.lane_range(gi, lane)
+        epoch, offset = divmod(q, hi - lo)
+        win_starts, _, windows = self._epoch(gi, lane, epoch)
         wi = int(np.searchsorted(win_starts, offset, side="right") - 1)
-        key = (gi, epoch, wi)
+        key = (gi, lane, epoch, wi)
         if key not in self._window_cache:
             b_starts, b_sizes = windows[wi]
             members = np.concatenate([np.arange(s, s + n) for s, n in zip(b_starts, b_sizes)])
             self._window_cache[key] = members[
-                _rng(self.cfg.seed, _TAG_ROWS, g.key, epoch, wi).permutation(members.size)
+                _rng(self.cfg.seed, _TAG_ROWS, g.key, epoch, wi, *self._words(lane)).permutation(members.size)
             ]
-            while len(self._window_cache) > 2 * max(1, len(self.index.groups)):
+            while len(self._window_cache) > 2 * len(self.index.groups) + 2 * self.cfg.lanes:
                 self._window_cache.popitem(last=False)
+        else:
+            self._window_cache.move_to_end(key)
         return int(self._window_cache[key][offset - win_starts[wi]])
 
     # -- steps -------------------------------------------------------------------------------
@@ -300,10 +272,9 @@ class AGDSampler:
         per_rank = B // world_size
         lo, hi = rank * per_rank, (rank + 1) * per_rank
         start = int(self.consumed[gi])
-        idx = [self.member_at(gi, start + k) for k in range(lo, hi)]
+        idx = [self.member_at(gi, start + k, B) for k in range(lo, hi)]
         drop = _rng(self.cfg.seed, _TAG_DROPOUT, step).random(B) < self.cfg.cond_dropout
-        return StepPlan(step, gi, g.task, g.length, B,
-                        [(int(g.file_id[i]), int(g.row_group[i]), int(g.row[i])) for i in idx], drop[lo:hi])
+        return StepPlan(step, gi, g.task, g.length, B, [g.position(i) for i in idx], drop[lo:hi])
 
     def advance(self, plan: StepPlan) -> None:
         self.consumed[plan.group] += plan.global_batch
@@ -332,35 +303,6 @@ class AGDSampler:
             )
         self.consumed[:] = np.asarray(state["consumed"], dtype=np.int64)
         self.step = int(state["step"])
-
-
-class RowStore:
-    """Reads rows by (file, row group, row), keeping the last `capacity` row groups as Arrow tables."""
-
-    def __init__(self, files: Sequence[Path], capacity: int = 32):
-        self.files, self.capacity = list(files), capacity
-        self._cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
-        self.reads = 0
-
-    def _table(self, file_id: int, rg: int):
-        import pyarrow.parquet as pq
-
-        key = (file_id, rg)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        path = self.files[file_id]
-        with pq.ParquetFile(path) as pf:
-            ts.check_version(pf.schema_arrow.metadata, str(path))
-            table = pf.read_row_group(rg)
-        self.reads += 1
-        self._cache[key] = table
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return table
-
-    def get(self, file_id: int, rg: int, row: int) -> dict[str, Any]:
-        return ts.table_rows(self._table(file_id, rg).slice(row, 1))[0]
 
 
 def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batch:
@@ -398,32 +340,80 @@ def collate(plan: StepPlan, rows: list[dict[str, Any]], group_name: str) -> Batc
 
 
 class AGDLoader:
-    """The trainer's data source: `next_batch(rank, world)` gives this rank's batch of the next step."""
+    """The trainer's data source: `next_batch(rank, world)` gives this rank's batch of the next step.
 
-    def __init__(self, cfg: DataConfig, total_steps: int, index: ShardIndex | None = None):
+    With `prefetch` (default) a background thread plans, reads and collates step s+1 while the
+    caller trains on step s (queue depth 1, so at most two batches exist). The prefetched batch is
+    keyed by (step, rank, world, stream positions) and discarded when those changed (load_state_dict,
+    replay), so resuming rebuilds it from the saved position: prefetch never changes what a step gets.
+    """
+
+    def __init__(self, cfg: DataConfig, total_steps: int, index: ShardIndex | None = None, *,
+                 prefetch: bool = True, index_dir: str | None = None):
         self.cfg = cfg
-        self.index = index or ShardIndex.build(cfg.shards, cfg.tasks)
+        self.index = index or ShardIndex.build(cfg.shards, cfg.tasks, cache_dir=index_dir)
         self.sampler = AGDSampler(self.index, cfg, total_steps)
-        self.store = RowStore(self.index.files, cfg.cache_row_groups)
+        self.store = RowReader(self.index.files, cfg.cache_row_groups)
+        self.prefetch = prefetch
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[tuple, Future] | None = None
+        self._lock = threading.Lock()  # sampler caches and the reader are used by one thread at a time
+        self.wait_s = 0.0  # time next_batch spent waiting for data (the part of loading not hidden)
+        self.load_s = 0.0  # time spent planning, reading and collating (in whichever thread)
 
     @property
     def step(self) -> int:
         return self.sampler.step
 
     def batch_for(self, plan: StepPlan) -> Batch:
-        rows = [self.store.get(*pos) for pos in plan.positions]
+        rows = self.store.rows(plan.positions, task_columns(plan.task))
         return collate(plan, rows, self.index.groups[plan.group].name)
 
+    def _build(self, step: int, rank: int, world_size: int) -> tuple[StepPlan, Batch]:
+        t0 = time.perf_counter()
+        with self._lock:
+            plan = self.sampler.plan(step, rank, world_size)
+            batch = self.batch_for(plan)
+        self.load_s += time.perf_counter() - t0
+        return plan, batch
+
+    def _key(self, step: int, rank: int, world_size: int) -> tuple:
+        return step, rank, world_size, self.sampler.consumed.tobytes()
+
+    def _take_pending(self, key: tuple) -> tuple[StepPlan, Batch] | None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        if pending[0] == key:
+            return pending[1].result()
+        pending[1].exception()  # drain a stale one (its error, if any, belongs to a step not taken)
+        return None
+
     def next_batch(self, rank: int = 0, world_size: int = 1) -> Batch:
-        plan = self.sampler.plan(self.sampler.step, rank, world_size)
-        batch = self.batch_for(plan)
+        step = self.sampler.step
+        t0 = time.perf_counter()
+        got = self._take_pending(self._key(step, rank, world_size))
+        plan, batch = got if got is not None else self._build(step, rank, world_size)
+        self.wait_s += time.perf_counter() - t0
         self.sampler.advance(plan)
+        if self.prefetch:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="agd-prefetch")
+            nxt = self.sampler.step
+            self._pending = (self._key(nxt, rank, world_size), self._pool.submit(self._build, nxt, rank, world_size))
         return batch
+
+    def close(self) -> None:
+        self._take_pending(())
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._take_pending(())  # a prefetched batch of the old position is dropped
         self.sampler.load_state_dict(state)
 
     def text_dims(self) -> set[int]:
