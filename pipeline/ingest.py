@@ -45,7 +45,7 @@ from videopoet.pipeline.ingest_batch import (
     result_from_part,
 )
 from videopoet.pipeline.ingest_config import INGEST_RECIPES, IngestConfig
-from videopoet.pipeline.sources import InputSpec, SourceError, discover_inputs
+from videopoet.pipeline.sources import InputSpec, SourceError, list_inputs
 from videopoet.tracking import Tracker
 
 __all__ = ["INGEST_RECIPES", "IngestConfig", "IngestJob", "run_ingest", "run_from_args"]
@@ -57,11 +57,13 @@ class IngestJob(DataJob[Batch, BatchResult]):
     name = "ingest"
     progress_unit = "input"
     rate_of = "clips"
-    driver_only = ("_specs",)
+    driver_only = ("_specs", "_skipped")
 
-    def __init__(self, cfg: IngestConfig, out: Path, specs: list[InputSpec]):
+    def __init__(self, cfg: IngestConfig, out: Path, specs: list[InputSpec],
+                 skipped: list[tuple[str, str]] | None = None):
         super().__init__(cfg, out)
         self._specs = specs
+        self._skipped = list(skipped or [])  # files below a directory input that are not inputs
 
     def units(self) -> list[Batch]:
         return make_batches(self._specs, self.cfg.batch_size)
@@ -102,7 +104,7 @@ class IngestJob(DataJob[Batch, BatchResult]):
         return result_from_part(self.out, index)
 
     def summarize(self, units: Sequence[Batch], results: list[BatchResult], wall_s: float) -> dict[str, Any]:
-        return summarize(self.out, self.cfg, len(units), wall_s, results)
+        return summarize(self.out, self.cfg, len(units), wall_s, results, self._skipped)
 
     def summary_line(self, summary: dict[str, Any]) -> str:
         return summary_line(summary)
@@ -138,7 +140,7 @@ def _plan(cfg: IngestConfig, specs: list[InputSpec]) -> dict[str, Any]:
 
 
 def summarize(out: Path, cfg: IngestConfig, num_batches: int, wall_s: float,
-              results: list[BatchResult]) -> dict[str, Any]:
+              results: list[BatchResult], skipped: list[tuple[str, str]] = ()) -> dict[str, Any]:
     """Merge the manifest parts and write summary.json (timings live here, never in the manifest)."""
     new_clips = sum(r.clips for r in results if not r.skipped)
     _verify_shards(out, num_batches)
@@ -171,9 +173,19 @@ def summarize(out: Path, cfg: IngestConfig, num_batches: int, wall_s: float,
         "decode_seconds_total": float(sum(timings.values())),
         "slowest_inputs": [{"input_id": k, "decode_seconds": v} for k, v in slowest],
         "engine": cfg.engine, "manifest": str(merged),
+        # files below a directory input that are not inputs (known non-media), with the reasons
+        "skipped": len(skipped), "skipped_by_reason": _count_reasons(skipped),
+        "skipped_files": [{"uri": u, "reason": r} for u, r in skipped[:1000]],
     }
     mf.write_json_atomic(out / mf.SUMMARY_FILE, summary)
     return summary
+
+
+def _count_reasons(skipped) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, reason in skipped:
+        out[reason] = out.get(reason, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _verify_shards(out: Path, num_batches: int) -> None:
@@ -204,13 +216,15 @@ def run_ingest(cfg: IngestConfig, *, specs: list[InputSpec] | None = None) -> di
     """Run the whole job with `cfg.engine`; returns the summary (also written to summary.json)."""
     if not cfg.output:
         raise ConfigError("output='': give --output DIR")
+    skipped: list[tuple[str, str]] = []
     if specs is None:
         try:
-            specs = discover_inputs(cfg.input)
+            listing = list_inputs(cfg.input)
         except SourceError as err:
             raise ConfigError(str(err)) from None
+        specs, skipped = listing.specs, listing.skipped
     out = output_dir(cfg.output, "--output").resolve()
-    return run_job(IngestJob(cfg, out, specs))
+    return run_job(IngestJob(cfg, out, specs, skipped))
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:

@@ -6,8 +6,13 @@ bytes) is computed by the worker that decodes the input (`open_local`), so that 
 reads millions of files.
 
 Accepted `src`:
-- a local directory or an fsspec directory URL: every media file below it (recursive); a sidecar
-  `<stem>.txt` next to a file is its caption (the webdataset convention);
+- a local directory or an fsspec directory URL: every file below it (recursive) becomes an input,
+  whatever its extension (FFmpeg reads many containers no fixed list names: .asf, .dv, .vob, ...;
+  a file FFmpeg cannot open becomes a failed row, NotMedia), except the files that are known not to
+  be media (`NON_MEDIA_EXTENSIONS`: caption sidecars, documents, manifests, checksums, hidden
+  files), which `list_inputs` returns as `skipped` with the reason; ingest writes them to
+  summary.json, so that no file below a directory is unaccounted for. A sidecar `<stem>.txt` next
+  to a file is its caption (the webdataset convention);
 - a glob (`/data/**/*.mp4`, `s3://bucket/videos/*.mp4`);
 - one media file or URL;
 - a manifest `*.csv`, `*.jsonl`/`*.ndjson` or `*.parquet` with a `path` column and optional
@@ -29,15 +34,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from videopoet.pipeline.media.config import IMAGE_EXTENSIONS
+
+# Known video containers (a glob or single file with these is listed without a second thought;
+# under a directory every file that is not NON_MEDIA is listed anyway). .gif/.tif are images.
 VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-    ".flv", ".ogv", ".wmv", ".3gp", ".gif", ".y4m", ".mxf",
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m1v", ".m2v", ".vob", ".ts",
+    ".mts", ".m2ts", ".flv", ".f4v", ".ogv", ".ogm", ".wmv", ".asf", ".dv", ".3gp", ".3g2", ".y4m",
+    ".mxf", ".divx", ".rm", ".rmvb", ".nut", ".ivf", ".h264", ".264", ".hevc", ".265",
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Audio-only containers are listed too: each gets a failed manifest row (NoVideoStream) instead of
 # silently vanishing from the accounting.
 AUDIO_EXTENSIONS = (".m4a", ".mp3", ".aac", ".wav", ".flac", ".ogg", ".opus")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".parquet")
+# Files under a directory input that are known not to be media: skipped (with this reason) instead
+# of probed. Anything else is probed; FFmpeg decides.
+NON_MEDIA_EXTENSIONS = {
+    **{e: "caption or subtitle sidecar" for e in (".txt", ".srt", ".vtt", ".ass", ".ssa", ".sub", ".idx", ".lrc")},
+    **{e: "manifest or metadata" for e in MANIFEST_EXTENSIONS + (".json", ".yaml", ".yml", ".xml", ".nfo", ".tsv")},
+    **{e: "document" for e in (".md", ".rst", ".html", ".htm", ".pdf", ".doc", ".docx", ".log")},
+    **{e: "checksum or signature" for e in (".md5", ".sha1", ".sha256", ".sha512", ".sig", ".asc")},
+    **{e: "archive" for e in (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst")},
+    **{e: "code" for e in (".py", ".sh", ".js", ".css")},
+}
 _HASH_CHUNK = 1 << 20
 
 
@@ -51,6 +70,22 @@ class InputSpec:
     uri: str  # local absolute path, or an fsspec URL with its protocol
     caption: str = ""
     is_image: bool = False
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one `--input` names: the inputs, and the files below a directory left out (path, reason)."""
+
+    specs: list[InputSpec]
+    skipped: list[tuple[str, str]]
+
+
+def skip_reason(path: str) -> str | None:
+    """Why a file under a directory input is not an input (None: it is one)."""
+    name = path.rsplit("/", 1)[-1]
+    if name.startswith("."):
+        return "hidden file"
+    return NON_MEDIA_EXTENSIONS.get(_suffix(path))
 
 
 def is_image_uri(uri: str) -> bool:
@@ -102,29 +137,33 @@ def _media_kind(path: str, extensions: tuple[str, ...]) -> bool:
     return _suffix(path) in extensions
 
 
-def discover_inputs(
-    src: str,
-    *,
-    extensions: tuple[str, ...] = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS + AUDIO_EXTENSIONS,
-) -> list[InputSpec]:
+def discover_inputs(src: str, *, extensions: tuple[str, ...] | None = None) -> list[InputSpec]:
     """List the inputs named by `src` (see module docstring), sorted by id; ids are unique."""
+    return list_inputs(src, extensions=extensions).specs
+
+
+def list_inputs(src: str, *, extensions: tuple[str, ...] | None = None) -> Listing:
+    """The inputs named by `src` (sorted by id, ids unique) and the skipped files below a directory.
+    `extensions`: only files with these suffixes (the rest are skipped, reason given); None = every
+    file that is not known non-media."""
     src = str(src)
     if not src:
         raise SourceError("--input is empty: give a directory, a glob, a URL or a manifest")
+    skipped: list[tuple[str, str]] = []
     if _suffix(src) in MANIFEST_EXTENSIONS and not any(c in src for c in "*?["):
         specs = _from_manifest(src)
     else:
-        specs = _from_listing(src, extensions)
+        specs = _from_listing(src, extensions, skipped)
     specs.sort(key=lambda s: (s.id, s.uri))
     seen: dict[str, str] = {}
     for spec in specs:
         if spec.id in seen:
             raise SourceError(f"{src}: input id {spec.id!r} is used twice ({seen[spec.id]} and {spec.uri})")
         seen[spec.id] = spec.uri
-    return specs
+    return Listing(specs, sorted(skipped))
 
 
-def _from_listing(src: str, extensions: tuple[str, ...]) -> list[InputSpec]:
+def _from_listing(src: str, extensions: tuple[str, ...] | None, skipped: list[tuple[str, str]]) -> list[InputSpec]:
     fs, path = _fs_and_path(src)
     if any(c in path for c in "*?["):
         matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
@@ -132,11 +171,19 @@ def _from_listing(src: str, extensions: tuple[str, ...]) -> list[InputSpec]:
         if not matches:
             raise SourceError(f"{src}: the glob matches no file")
     elif fs.isdir(path):
-        matches = sorted(fs.find(path))
+        found = sorted(fs.find(path))
         root = path
-        matches = [p for p in matches if _media_kind(p, extensions)]
+        matches = []
+        for p in found:
+            reason = skip_reason(p)
+            if reason is None and extensions is not None and not _media_kind(p, extensions):
+                reason = "extension not in the listing's extensions"
+            if reason is None:
+                matches.append(p)
+            else:
+                skipped.append((_uri_of(fs, p), reason))
         if not matches:
-            raise SourceError(f"{src}: no media files below it (extensions: {' '.join(extensions)})")
+            raise SourceError(f"{src}: no media files below it ({len(found)} file(s), all known non-media)")
     elif fs.isfile(path):
         matches, root = [path], path.rsplit("/", 1)[0] if "/" in path else ""
     else:

@@ -8,7 +8,9 @@ from typing import Literal
 CLIP_FPS = 8
 AUDIO_RATE = 16000
 FORMATS = {"square": (128, 128), "portrait": (128, 224)}  # name -> (width, height)
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# The one list of still-image extensions: sources.py marks these inputs as images, images.py decodes
+# them (one 1-frame clip). GIF is not on it: a GIF is an animation and decodes as video.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclass

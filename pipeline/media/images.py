@@ -15,7 +15,7 @@ from videopoet.pipeline.media.geometry import resize_crop
 def _sniff_image(path: str) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(16)
-    return (head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff") or head.startswith(b"GIF8")
+    return (head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8\xff")  # GIF: video (config.py)
             or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head.startswith(b"BM"))
 
 

@@ -17,6 +17,11 @@ def _open_error(path: str) -> MediaError:
         return MediaError("open", "TruncatedContainer",
                           f"{path}: an MP4/MOV file without a readable index (moov); truncated download? "
                           f"({size} bytes)")
+    from videopoet.pipeline.sources import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+
+    if os.path.splitext(path)[1].lower() not in VIDEO_EXTENSIONS + AUDIO_EXTENSIONS:
+        # a directory input lists every file that is not known non-media; FFmpeg had the last word
+        return MediaError("open", "NotMedia", f"{path}: not a media file FFmpeg can read ({size} bytes)")
     return MediaError("open", "UnrecognizedFormat", f"{path}: not a media container FFmpeg can read ({size} bytes)")
 
 

@@ -123,3 +123,57 @@ def test_manifest_version_is_checked(tmp_path):
     pq.write_table(pa.table({"kind": ["input"]}), path)
     with pytest.raises(mf.ManifestError, match="manifest version"):
         mf.read_manifest(path)
+
+
+def test_every_file_below_a_directory_is_an_input_or_skipped_with_a_reason(tmp_path):
+    from videopoet.pipeline.media.config import IMAGE_EXTENSIONS
+    from videopoet.pipeline.sources import list_inputs, skip_reason
+
+    root = tmp_path / "mixed"
+    (root / "d").mkdir(parents=True)
+    names = ["a.asf", "b.dv", "c.vob", "d/e.unknownext", "noext", "f.gif", "g.tif", "h.TIFF", "cap.txt",
+             "f.txt", "notes.md", "list.csv", "meta.json", ".DS_Store", "d/sums.sha256"]
+    for n in names:
+        (root / n).write_bytes(b"x")
+    listing = list_inputs(str(root))
+    ids = [s.id for s in listing.specs]
+    assert ids == ["a.asf", "b.dv", "c.vob", "d/e.unknownext", "f.gif", "g.tif", "h.TIFF", "noext"]
+    assert {s.id for s in listing.specs if s.is_image} == {"g.tif", "h.TIFF"}  # GIF decodes as video
+    assert [s.caption for s in listing.specs if s.id == "f.gif"] == ["x"]  # f.txt is its caption
+    skipped = {u.rsplit("/", 1)[-1]: r for u, r in listing.skipped}
+    assert skipped == {"cap.txt": "caption or subtitle sidecar", "f.txt": "caption or subtitle sidecar",
+                       "notes.md": "document", "list.csv": "manifest or metadata",
+                       "meta.json": "manifest or metadata", ".DS_Store": "hidden file",
+                       "sums.sha256": "checksum or signature"}
+    assert len(listing.specs) + len(listing.skipped) == len(names)  # nothing unaccounted for
+    assert skip_reason("x.mp4") is None and ".gif" not in IMAGE_EXTENSIONS and ".tif" in IMAGE_EXTENSIONS
+    assert discover_inputs(str(root)) == listing.specs
+
+
+def test_a_non_media_file_under_a_directory_is_a_notmedia_row(tmp_path):
+    from videopoet.pipeline.media import MediaConfig, MediaError, probe_and_decode
+
+    path = tmp_path / "data.unknownext"
+    path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(MediaError) as err:
+        probe_and_decode(str(path), MediaConfig(audio=False, decode_timeout_s=0))
+    assert err.value.error_class == "NotMedia" and err.value.stage == "open"
+
+
+def test_ingest_summary_counts_the_skipped_files(tmp_path):
+    from videopoet.pipeline.ingest import INGEST_RECIPES, run_ingest
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "junk.bin").write_bytes(bytes(range(256)) * 64)
+    (root / "notes.md").write_text("not media")
+    (root / ".hidden").write_text("x")
+    out = tmp_path / "out"
+    summary = run_ingest(INGEST_RECIPES.get("tiny", [
+        "engine=local", f"input={root}", f"output={out}", "media.flow=none", "media.depth=none",
+        "progress=false", "track=false"]))
+    assert summary["inputs"] == 1 and summary["failures_by_class"] == {"NotMedia": 1}
+    assert summary["skipped"] == 2 and summary["skipped_by_reason"] == {"document": 1, "hidden file": 1}
+    assert json.loads((out / "summary.json").read_text())["skipped_files"] == [
+        {"uri": str((root / ".hidden").resolve()), "reason": "hidden file"},
+        {"uri": str((root / "notes.md").resolve()), "reason": "document"}]
