@@ -2,7 +2,8 @@
 
 Key paths (overrides, YAML recipes): `engine`, `progress`, `track`, `beam.runner`, `beam.options`,
 `beam.num_workers`, `beam.running_mode`, `ray.address`, `ray.num_cpus`, `ray.decode_cpus`,
-`ray.pool_size`, `ray.actor_cpus`, `ray.use_gpu`, `ray.gpus_per_actor`, `ray.max_inflight_batches`.
+`ray.pool_size`, `ray.actor_cpus`, `ray.use_gpu`, `ray.gpus_per_actor`, `ray.max_inflight_batches`,
+`ray.stall_warn_s`, `ray.stall_fail_s`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class RayConfig:
     use_gpu: bool = False
     gpus_per_actor: float = 1.0
     max_inflight_batches: int = 0  # units prepared ahead; 0 = auto (2 per actor + 2)
+    # liveness (ray_watchdog.py): no unit finished for stall_warn_s while the pool + a prepare task do not fit on
+    # the alive nodes: one line saying so; still so at stall_fail_s: stop (exit 2; a rerun resumes). 0 = off
+    stall_warn_s: float = 300.0
+    stall_fail_s: float = 900.0
 
 
 @dataclass

@@ -5,7 +5,9 @@ a Ray task (`ray.decode_cpus`); the unit then goes to a `JobActor` of an ActorPo
 GPU actors with `ray.use_gpu`) that ran `job.setup()` once and commits it. At most
 `ray.max_inflight_batches` units are in flight, which keeps memory flat. The pool never takes every
 CPU: on a 2-CPU node an actor pool holding all CPUs starves the prepare tasks forever, so a pool
-size that leaves less than `ray.decode_cpus` free is refused with what to change.
+size that leaves less than `ray.decode_cpus` free is refused with what to change. While it waits, a
+`StallWatchdog` (ray_watchdog.py) says so when the cluster, after losing a node, can no longer hold
+the pool and a prepare task, and stops the job at `ray.stall_fail_s` (a rerun resumes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from videopoet.config import ConfigError
 from videopoet.jobs.config import EngineConfig
 from videopoet.jobs.progress import Progress
 from videopoet.jobs.protocol import DataJob
+from videopoet.jobs.ray_watchdog import StallWatchdog
 
 
 def ray_init(cfg: EngineConfig) -> bool:
@@ -92,6 +95,7 @@ def run_ray(job: DataJob, units: list, progress: Progress) -> list:
         queue = list(units)
         results = []
         inflight = 0
+        watchdog = StallWatchdog(cfg.ray, f"{job.name}[ray]", pool_size)
 
         def submit(unit: Any) -> None:
             items = job.items(unit)
@@ -102,7 +106,12 @@ def run_ray(job: DataJob, units: list, progress: Progress) -> list:
             while queue and inflight < inflight_limit:
                 submit(queue.pop(0))
                 inflight += 1
-            r = pool.get_next_unordered()
+            try:
+                r = pool.get_next_unordered(timeout=watchdog.poll_s)
+            except TimeoutError:
+                watchdog.check(inflight)
+                continue
+            watchdog.progressed()
             inflight -= 1
             n, counts = job.progress_counts(r)
             progress.update(n, **counts)
