@@ -6,6 +6,7 @@ No model runs here; the engine tests (test_train_engine.py) train on the same ki
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 
 import numpy as np
@@ -13,7 +14,19 @@ import pytest
 
 from videopoet.pipeline import tasks as T
 from videopoet.pipeline import token_shards as ts
-from videopoet.trainer.data import AGDLoader, AGDSampler, DataConfig, ShardIndex
+from videopoet.trainer.data import AGDLoader, AGDSampler, DataConfig, ShardIndex, StepPlan, collate, task_columns
+
+
+@pytest.fixture(scope="module", autouse=True)
+def index_dir(tmp_path_factory):
+    """The memory-mapped AGD indexes of this module go to a temporary cache, not ~/.cache."""
+    saved = os.environ.get("VIDEOPOET_INDEX_DIR")
+    os.environ["VIDEOPOET_INDEX_DIR"] = str(tmp_path_factory.mktemp("agd_index"))
+    yield
+    if saved is None:
+        os.environ.pop("VIDEOPOET_INDEX_DIR", None)
+    else:
+        os.environ["VIDEOPOET_INDEX_DIR"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +218,137 @@ def test_condition_dropout_zeroes_the_text_mask_at_the_configured_rate(shards):
         # the layout itself never changes with dropout (same tokens, prefix and text slots)
     sigma = math.sqrt(p * (1 - p) / total)
     assert abs(dropped / total - p) < 5 * sigma, (dropped, total)
+
+
+# -- loader scaling: lanes, column projection, memory-mapped index, prefetch ------------------------
+
+
+def _tiled(rows: list[dict], n: int, tag: str) -> list[dict]:
+    """n rows cycling through `rows` with fresh keys (cheap large synthetic shards)."""
+    return [{**rows[i % len(rows)], "key": f"{tag}{i:06d}"} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def big_shards(tmp_path_factory):
+    """Image rows and video rows in separate shards (as image and video data sets are tokenized),
+    row groups of 8: 2,048 images and 1,024 videos, so 64 lanes own 4 / 2 row groups each."""
+    root = tmp_path_factory.mktemp("big")
+    images = ts.synthetic_rows(64, 21, text_dim=16, latent_hw=(2, 2), image_fraction=1.0)
+    videos = ts.synthetic_rows(64, 22, num_frames=(17,), text_dim=16, latent_hw=(2, 2), image_fraction=0.0,
+                               caption_fraction=1.0)
+    ts.write_token_shard(root / "images.parquet", _tiled(images, 2048, "img"), row_group_size=8)
+    ts.write_token_shard(root / "videos.parquet", _tiled(videos, 1024, "vid"), row_group_size=8)
+    return root
+
+
+def _rank_read_ratio(root, world: int, rank: int, steps: int, **kw) -> tuple[float, int]:
+    """Rows read per row used by one simulated rank over `steps` steps (its own reader and cache)."""
+    cfg = _cfg(root, tasks=["t2i", "t2v"], tokens_per_step=0, **kw)
+    index = ShardIndex.build([root], cfg.tasks)
+    lengths = {g.task: g.length for g in index.groups}
+    cfg.tokens_per_step = 128 * lengths["t2i"]  # 2 t2i rows per rank at 64 ranks; t2v: 64 x 7 rows
+    loader = AGDLoader(cfg, total_steps=steps, index=index, prefetch=False)
+    for _ in range(steps):
+        b = loader.next_batch(rank, world)
+        assert b.tokens.shape[0] == b.global_batch // world
+    st = loader.store.stats()
+    return st["rows_read_per_row_used"], st["rows_used"]
+
+
+def test_lanes_read_at_most_two_rows_per_row_used_at_64_ranks(big_shards):
+    """Before (one stream, window 16): a rank's 2 rows of a step come from 2 row groups of 8 rows.
+    After (64 lanes, window 1): each rank walks its own row groups and uses all of their rows."""
+    for rank in (0, 21, 63):
+        after, used = _rank_read_ratio(big_shards, 64, rank, 24, lanes=64, shuffle_window=1, batch_multiple=64)
+        assert used > 0 and after <= 2.0, (rank, after)
+    before, _ = _rank_read_ratio(big_shards, 64, 0, 24, lanes=1, shuffle_window=16, batch_multiple=64)
+    assert before > 3.0, before
+
+
+def test_lanes_give_the_same_global_batches_at_every_world_size_dividing_them(shards):
+    root, _ = shards
+    index = ShardIndex.build([root])
+    cfg = _cfg(root, lanes=4, batch_multiple=4, shuffle_window=1)
+    one, two, four = (AGDSampler(index, cfg, 40) for _ in range(3))
+    for s in range(20):
+        full = one.plan(s, 0, 1)
+        assert full.global_batch % 4 == 0
+        assert two.plan(s, 0, 2).positions + two.plan(s, 1, 2).positions == full.positions
+        assert sum((four.plan(s, r, 4).positions for r in range(4)), []) == full.positions
+        for sampler in (one, two, four):
+            sampler.advance(full)
+    replayed = AGDSampler(index, cfg, 40)
+    replayed.replay(20)
+    assert replayed.state_dict() == one.state_dict()
+    # every lane is an endless sequence of epochs over its own contiguous share of the group
+    for gi, g in enumerate(index.groups):
+        B = one.global_batch(gi)
+        b = B // 4
+        for lane in range(4):
+            lo, hi = one.lane_range(gi, lane)
+            n = hi - lo
+            seq = [one.member_at(gi, (q // b) * B + lane * b + q % b, B) for q in range(2 * n)]
+            assert sorted(seq[:n]) == list(range(lo, hi)) == sorted(seq[n:])
+
+
+def test_batches_read_only_the_columns_their_task_needs(shards):
+    """Projected rows (no text_emb for tasks without text, no unused conditions) give the same batches."""
+    root, _ = shards
+    loader = AGDLoader(_cfg(root), total_steps=4, prefetch=False)
+    for gi, g in enumerate(loader.index.groups):
+        n = min(g.size, 3)
+        plan = StepPlan(0, gi, g.task, g.length, n, [g.position(i) for i in range(n)], np.zeros(n, bool))
+        full = collate(plan, loader.store.rows(plan.positions, None), g.name)
+        part = loader.batch_for(plan)
+        assert (part.tokens == full.tokens).all() and part.text_start == full.text_start
+        if full.text_emb is not None:
+            assert (part.text_emb == full.text_emb).all() and (part.text_mask == full.text_mask).all()
+    assert "text_emb" not in task_columns("uncond") and "text_emb" in task_columns("t2v")
+
+
+def test_index_memory_does_not_grow_with_the_sample_count(tmp_path):
+    rows = ts.synthetic_rows(32, 5, num_frames=(17,), text_dim=16, latent_hw=(2, 2), image_fraction=0.3)
+    sizes = {}
+    for n in (1_000, 10_000):
+        folder = tmp_path / f"n{n:06d}"  # same path length: the heap holds the file names
+        ts.write_token_shard(folder / "part-0.parquet", _tiled(rows, n, "k"), row_group_size=128)
+        index = ShardIndex.build([folder], cache_dir=tmp_path / "cache")
+        assert all(isinstance(g.members, np.memmap) for g in index.groups)
+        assert sum(g.size for g in index.groups) > n
+        sizes[n] = (index.ram_bytes(), index.disk_bytes())
+    assert sizes[1_000][0] == sizes[10_000][0]  # in the heap: O(groups + files)
+    assert sizes[10_000][1] > 5 * sizes[1_000][1]  # the per-sample arrays are on disk
+
+
+def _batches(loader, steps, rank=0, world=1):
+    out = []
+    for _ in range(steps):
+        b = loader.next_batch(rank, world)
+        out.append((b.group, b.tokens.clone(), None if b.text_mask is None else b.text_mask.clone()))
+    return out
+
+
+def _same(a, b) -> bool:
+    return all(x[0] == y[0] and (x[1] == y[1]).all() and ((x[2] is None and y[2] is None) or (x[2] == y[2]).all())
+               for x, y in zip(a, b)) and len(a) == len(b)
+
+
+def test_prefetch_gives_the_same_batches_and_resumes_exactly(shards):
+    root, _ = shards
+    cfg = _cfg(root, batch_multiple=2)
+    sync = _batches(AGDLoader(cfg, 30, prefetch=False), 12, 1, 2)
+    ahead = AGDLoader(cfg, 30, prefetch=True)
+    assert _same(_batches(ahead, 12, 1, 2), sync)
+    ahead.close()
+    # resume with prefetch on: a new loader from a state saved at step 5 (a batch for step 5 was in flight)
+    first = AGDLoader(cfg, 30, prefetch=True)
+    assert _same(_batches(first, 5, 1, 2), sync[:5])
+    state = first.state_dict()
+    resumed = AGDLoader(cfg, 30, prefetch=True)
+    resumed.load_state_dict(state)
+    assert _same(_batches(resumed, 7, 1, 2), sync[5:])
+    # rewinding the same loader drops its prefetched batch and rebuilds from the saved position
+    first.next_batch(1, 2)
+    first.load_state_dict(state)
+    assert _same(_batches(first, 7, 1, 2), sync[5:])
+    assert first.step == 12
