@@ -3,6 +3,7 @@
     .venv/bin/python bench/train.py                  # CPU: tiny recipe, plain vs ZeRO-3, 8B estimator
     .venv/bin/python bench/train.py --two-ranks      # + 2 CPU ranks (ZeRO-3 vs plain all-reduce)
     .venv/bin/python bench/train.py --gpu            # one GPU: 1B recipe tokens/s and MFU (plain bf16 and ZeRO-3)
+    .venv/bin/python bench/train.py --loader         # AGD loader only: rows read per row used, s/step, index bytes
 
 Data: synthetic token shards (pipeline.token_shards.synthetic_rows) with the real latent grids
 (17-frame 128x128 video: 5x16x16 = 1,280 visual tokens; image: 256), all tasks, AGD batches from the
@@ -14,6 +15,11 @@ Figures (JSON in bench/results/train[_gpu].json):
 - zero3_over_plain: median over the same steps (same AGD batches) of ZeRO-3 step time / plain step
   time, one process (ZeRO-3's partitioning, gather hooks and flat optimiser, no communication), and
   with --two-ranks the same for 2 processes (ZeRO-3 gather/reduce-scatter vs a plain all-reduce);
+- loader (--loader): one simulated rank of 8 and of 64 (ranks 0 and W-1, each with its own reader), at
+  the issue's batch (tokens_per_step 2,080,000: 100 t2i rows and 24 t2v rows per rank at 64 ranks),
+  before (one stream, shuffle_window 16, every column) and after (lanes = 64, shuffle_window 1, the
+  task's columns): rows read per row used, row groups read per step, loader s/step; index bytes per
+  sample in the heap and on disk; and the tiny CPU training run's loader wait per step with prefetch;
 - zero3_memory_8b: DeepSpeed's estimate_zero3_model_states_mem_needs for the 8B recipe on 8-64
   GPUs (8 per node), without offload, with optimiser offload, and with parameter+optimiser offload.
 """
@@ -44,6 +50,82 @@ def make_shards(root: Path, rows: int, text_dim: int, seed: int = 0) -> Path:
     data = ts.synthetic_rows(rows, seed, num_frames=(17,), formats=("square",), text_dim=text_dim, image_fraction=0.3)
     ts.write_token_shard(root / "tokens" / "part-0.parquet", data, row_group_size=16)
     return root / "tokens"
+
+
+def make_loader_shards(root: Path, images: int, videos: int) -> Path:
+    """Image rows and video rows in separate shards (as image and video data sets are tokenized), 128-row
+    row groups; the real latent grids (t2i 325, t2v 1,351 tokens), but text_dim 16 and no condition or
+    audio columns keep 82k rows cheap: rows read per row used does not depend on the row size."""
+    from videopoet.pipeline import token_shards as ts
+
+    def tiled(rows, n, tag):
+        return [{**rows[i % len(rows)], "key": f"{tag}{i:07d}"} for i in range(n)]
+
+    img = ts.synthetic_rows(128, 1, text_dim=16, image_fraction=1.0)
+    vid = ts.synthetic_rows(128, 2, num_frames=(17,), text_dim=16, image_fraction=0.0, caption_fraction=1.0,
+                            cond_fraction=0.0, audio_fraction=0.0)
+    ts.write_token_shard(root / "loader" / "images.parquet", tiled(img, images, "img"), row_group_size=128)
+    ts.write_token_shard(root / "loader" / "videos.parquet", tiled(vid, videos, "vid"), row_group_size=128)
+    return root / "loader"
+
+
+def bench_loader(root: Path, steps: int = 8) -> dict:
+    """Rows read per row used and loader s/step for simulated ranks, before/after, from one run."""
+    from videopoet.trainer.data import AGDLoader, DataConfig, ShardIndex
+
+    shards = make_loader_shards(root, images=64 * 8 * 128, videos=64 * 2 * 128)
+    tasks = ["t2i", "t2v"]
+    index = ShardIndex.build([shards], tasks, cache_dir=root / "index")
+    samples = sum(g.size for g in index.groups)
+    setups = {"before": dict(lanes=1, shuffle_window=16), "after": dict(lanes=64, shuffle_window=1)}
+    out: dict = {"rows": {"images": 64 * 8 * 128, "videos": 64 * 2 * 128, "row_group_size": 128},
+                 "tokens_per_step": 2_080_000, "steps_per_rank": steps, "groups": index.summary(),
+                 "index_heap_bytes": index.ram_bytes(), "index_disk_bytes": index.disk_bytes(),
+                 "index_heap_bytes_per_sample": index.ram_bytes() / samples,
+                 "index_disk_bytes_per_sample": index.disk_bytes() / samples,
+                 "index_before_bytes_per_sample": 12}
+    for name, kw in setups.items():
+        for world in (8, 64):
+            for rank in (0, world - 1):
+                cfg = DataConfig(shards=[str(shards)], tasks=tasks, tokens_per_step=2_080_000, batch_multiple=64,
+                                 cond_dropout=0.1, seed=0, **kw)
+                loader = AGDLoader(cfg, total_steps=100, index=index, prefetch=False)
+                if name == "before":  # the former reader: every column
+                    loader.batch_for = _all_columns(loader)
+                t0 = time.perf_counter()
+                rows = sum(loader.next_batch(rank, world).tokens.shape[0] for _ in range(steps))
+                dt = time.perf_counter() - t0
+                st = loader.store.stats()
+                out[f"{name}_w{world}_r{rank}"] = {
+                    "rows_used": rows, "rows_read": st["rows_read"],
+                    "rows_read_per_row_used": round(st["rows_read_per_row_used"], 3),
+                    "row_groups_read_per_step": round(st["row_groups_read"] / steps, 2),
+                    "loader_s_per_step": round(dt / steps, 4)}
+    # hidden behind compute: the prefetching loader of rank 0 of 64 while the step computes for
+    # compute_s (an estimate of the 300m recipe's GPU step: 6 x 300M x 32.5k tokens at 40% of 989 TFLOP/s)
+    compute_s = 0.15
+    for name, kw in setups.items():
+        cfg = DataConfig(shards=[str(shards)], tasks=tasks, tokens_per_step=2_080_000, batch_multiple=64,
+                         cond_dropout=0.1, seed=0, **kw)
+        loader = AGDLoader(cfg, total_steps=100, index=index, prefetch=True)
+        if name == "before":
+            loader.batch_for = _all_columns(loader)
+        for _ in range(steps):
+            loader.next_batch(0, 64)
+            time.sleep(compute_s)
+        loader.close()
+        out[f"{name}_prefetch_w64"] = {"compute_s_per_step": compute_s,
+                                       "loader_wait_s_per_step": round(loader.wait_s / steps, 4),
+                                       "loader_build_s_per_step": round(loader.load_s / (steps + 1), 4)}
+    return out
+
+
+def _all_columns(loader):
+    from videopoet.trainer.data import collate
+
+    def batch_for(plan):
+        return collate(plan, loader.store.rows(plan.positions, None), loader.index.groups[plan.group].name)
+    return batch_for
 
 
 def config(recipe: str, shards: Path, overrides: list[str]):
@@ -94,8 +176,12 @@ def bench_engines(cfg, steps: int, warmup: int) -> dict:
         a.append(plain.train_step())
         b.append(zero3.train_step())
     peak = cfg.engine.peak_flops if plain.device.type == "cuda" else None
+    n = warmup + steps
+    wait = {"loader_wait_s_per_step": round(plain.loader.wait_s / n, 5),
+            "loader_build_s_per_step": round(plain.loader.load_s / n, 5),
+            "step_s_median": statistics.median(m["step_time_s"] for m in a)}
     return {"plain": summarise(a, peak), "zero3": summarise(b, peak), "zero3_over_plain": round(paired_ratio(b, a), 3),
-            "num_params": plain.flops.num_params, "peak_flops": peak}
+            "num_params": plain.flops.num_params, "peak_flops": peak, "prefetch": wait}
 
 
 def _two_rank_worker(rank: int, cfg_dict: dict, steps: int, warmup: int, out: str) -> None:
@@ -167,6 +253,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="1B recipe on one GPU (tokens/s, MFU)")
     parser.add_argument("--two-ranks", action="store_true", help="also 2 CPU processes: ZeRO-3 vs plain all-reduce")
+    parser.add_argument("--loader", action="store_true", help="AGD loader figures only")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tokens-per-step", type=int, default=None)
@@ -178,6 +265,15 @@ def main() -> int:
     result: dict = {"bench": "train", "host": platform.node(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t0 = time.perf_counter()
+    if args.loader:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["loader"] = bench_loader(Path(tmp), args.steps or 8)
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        out = Path(args.out or Path(__file__).resolve().parent / "results" / "train_loader.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=str))
+        print(json.dumps(result, indent=1, default=str))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         if args.gpu:
             if not torch.cuda.is_available():
