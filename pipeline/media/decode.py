@@ -14,7 +14,7 @@ from videopoet.pipeline.media.decord_backend import _decode_decord
 from videopoet.pipeline.media.errors import MediaError
 from videopoet.pipeline.media.images import _decode_image, _is_image
 from videopoet.pipeline.media.probe import _check_path, _probe_only
-from videopoet.pipeline.media.pyav import _decode_pyav
+from videopoet.pipeline.media.pyav import _decode_pyav, _replan
 from videopoet.pipeline.media.windows import _plan, _stride, count_windows, select_windows
 
 
@@ -38,6 +38,10 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
             info = _probe_only(path, cfg)
             planned = _plan(cfg, info["claimed_duration"])
             video, audio, info = _decode_decord(path, cfg, planned, cfg.audio and info["has_audio_stream"])
+            span = video.end - video.times[0]
+            if _replan(cfg, info, planned, span, None):  # a bogus header duration: plan from what decodes
+                planned = _plan(cfg, span)
+                video, audio, info = _decode_decord(path, cfg, planned, cfg.audio and info["has_audio_stream"])
         else:
             video, audio, info, planned = _decode_pyav(path, cfg)
     except av.error.FFmpegError as err:  # anything FFmpeg raises outside the per-packet handling
@@ -49,6 +53,9 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
     notes = list(video.notes)
     claimed = info["claimed_duration"]
     tolerance = Fraction(cfg.duration_tolerance_s).limit_denominator(1000)
+    if claimed is not None and span - claimed > max(tolerance, claimed / 10):
+        notes.append(f"the container claims {float(claimed):.3f} s but {float(span):.3f} s decode: "
+                     "windows planned from what decodes")
     if claimed is not None and claimed - span > max(tolerance, claimed / 10):
         frames_txt = "" if video.sparse else f" ({len(video.times)} frames)"
         msg = (f"{path}: the container claims {float(claimed):.3f} s but only {float(span):.3f} s"
@@ -56,7 +63,11 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
         if cfg.strict_duration:
             raise MediaError("decode", "DurationMismatch", msg)
         notes.append(msg.split(": ", 1)[1])
-    elif not video.sparse and info["claimed_frames"] and len(video.times) < 0.9 * info["claimed_frames"] - 2:
+    elif not video.sparse and info["claimed_frames"] and len(video.times) < 0.9 * info["claimed_frames"] - 2 and (
+            float(span) * (info["average_fps"] or 0) < 0.9 * info["claimed_frames"] - 2):
+        # frames missing inside a timeline that covers the claimed frame slots are not missing:
+        # AVI's zero-size "repeat the previous frame" chunks (static content) leave gaps between
+        # timestamps, and each decoded frame is held until the next one's time, as players do
         msg = f"{path}: the header claims {info['claimed_frames']} frames but only {len(video.times)} decode"
         if cfg.strict_duration:
             raise MediaError("decode", "FrameCountMismatch", msg)
@@ -100,9 +111,10 @@ def probe_and_decode(path: str, cfg: MediaConfig, *, is_image: bool | None = Non
                     source_duration_s=float(span)))
     if not clips:
         need = Fraction(min(cfg.clip_frames) - 1, CLIP_FPS)
+        why = "" if span <= need else f" ({'; '.join(notes) or 'no window could be cut'})"
         raise MediaError("too_short", "TooShort",
                          f"{path}: {float(span):.3f} s of video decodes; one {min(cfg.clip_frames)}-frame clip "
-                         f"at {CLIP_FPS} fps needs more than {float(need):.3f} s")
+                         f"at {CLIP_FPS} fps needs more than {float(need):.3f} s{why}")
     return clips
 
 

@@ -82,3 +82,36 @@ def _probe_only(path: str, cfg: MediaConfig) -> dict:
         raise _open_error(path) from None
     with container:
         return _probe(container, path, cfg)
+
+
+def _packet_index(path: str) -> tuple[list[Fraction] | None, int]:
+    """A demux-only pass over the first video stream: the sorted times of its coded packets (pts,
+    else dts; None when a packet has neither or two share one) and the number of zero-size packets
+    with a timestamp (AVI's "repeat the previous frame" chunks). The decoder outputs frames in
+    presentation order, so the k-th frame it outputs is shown at the k-th of these times, whatever
+    timestamp the frame itself carries (MPEG-4 Part 2 packed B-frames: missing, repeated or out of
+    order)."""
+    import av
+
+    times: list[Fraction] = []
+    empty, ok = 0, True
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            vstream = container.streams.video[0]
+            tb = Fraction(vstream.time_base) if vstream.time_base else None
+            for packet in container.demux(vstream):
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                if not packet.size:
+                    empty += stamp is not None
+                    continue
+                t = _frac_time(stamp, tb)
+                if t is None:
+                    ok = False
+                else:
+                    times.append(t)
+    except (av.error.FFmpegError, IndexError):
+        return None, empty
+    times.sort()
+    if not ok or not times or any(a == b for a, b in zip(times, times[1:])):
+        return None, empty
+    return times, empty

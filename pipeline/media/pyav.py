@@ -12,11 +12,13 @@ from videopoet.pipeline.media.clip import _VideoResult
 from videopoet.pipeline.media.config import MediaConfig
 from videopoet.pipeline.media.errors import MediaError
 from videopoet.pipeline.media.frames import _displayed_size, _frame_formats_pyav
-from videopoet.pipeline.media.probe import _frac_time, _open_error, _probe
+from videopoet.pipeline.media.probe import _frac_time, _open_error, _packet_index, _probe
 from videopoet.pipeline.media.pyav_seek import _decode_pyav_sparse, _use_seek
 from videopoet.pipeline.media.windows import _Picker, _plan
 
 SKIPPABLE_CODECS = ("h264", "hevc")  # decoders that honour skip_frame = NONREF
+# seek mode trusts frame timestamps; these codecs' B-frames may be packed (DivX/Xvid) with bad ones
+REORDER_UNSAFE_CODECS = ("mpeg4", "msmpeg4v3", "msmpeg4v2", "msmpeg4v1", "h263")
 INDEX_OPEN_OPTIONS = {"analyzeduration": "0", "probesize": "32"}
 
 
@@ -26,6 +28,18 @@ def _last_duration(times: list[Fraction], duration: Fraction | None, fallback: F
         return duration
     gaps = np.diff([float(x) for x in times[-9:]]) if len(times) > 1 else []
     return Fraction(float(np.median(gaps))).limit_denominator(1_000_000) if len(gaps) else fallback
+
+
+def _replan(cfg: MediaConfig, info: dict, planned, span: Fraction, plan_span: Fraction | None) -> bool:
+    """Whether the windows must be planned again from the decoded span: the container claimed
+    much less than decodes (a bogus header duration), so the plan left out windows that exist."""
+    claimed = info["claimed_duration"]
+    if plan_span is not None or planned is None or claimed is None:
+        return False
+    tolerance = Fraction(cfg.duration_tolerance_s).limit_denominator(1000)
+    if span - claimed <= max(tolerance, claimed / 10):
+        return False
+    return _plan(cfg, span) != planned
 
 
 @dataclass
@@ -79,7 +93,8 @@ def _skip_plan(path: str, cfg: MediaConfig, planned, info: dict, vstream, fallba
     return _SkipPlan(times, {p: j for j, p in enumerate(pts)}, needs, end)
 
 
-def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_thread: bool = False
+def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_thread: bool = False,
+                 retime: list[Fraction] | None = None, plan_span: Fraction | None = None,
                  ) -> tuple[_VideoResult, _AudioResult | None, dict, dict | None]:
     """Probe, plan and decode in one open of the container (opening costs as much as decoding a
     few frames: a second full open per input was ~5% of the CPU on short clips; skip mode's packet
@@ -97,7 +112,15 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
 
     A stream with errors is decoded once more on one codec thread: what FFmpeg's error concealment
     copies into a damaged frame depends on the timing of its frame threads (two threaded decodes
-    of the same corrupt file differed under load), and the same input must give the same clips."""
+    of the same corrupt file differed under load), and the same input must give the same clips.
+
+    Frame times: the decoder outputs frames in presentation order. When a frame's own timestamp is
+    missing or not after the previous frame's (MPEG-4 Part 2 packed B-frames in AVI/MKV), the
+    input is decoded again with `retime`: the k-th frame output is shown at the k-th of the video
+    packets' sorted times (probe._packet_index), else at the previous time plus the frame's
+    duration. No frame is dropped. When more decodes than the container claims (a bogus header
+    duration), the windows are planned again from the decoded span (`plan_span`) and the input is
+    decoded once more."""
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -107,7 +130,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
         raise _open_error(path) from None
     with container:
         info = _probe(container, path, cfg)
-        planned = _plan(cfg, info["claimed_duration"])
+        planned = _plan(cfg, plan_span if plan_span is not None else info["claimed_duration"])
         want_audio = cfg.audio and info["has_audio_stream"]
         vstream = container.streams.video[0]
         vstream.thread_type = "AUTO"
@@ -115,7 +138,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
             vstream.codec_context.thread_count = 1
         elif cfg.decode_threads:
             vstream.codec_context.thread_count = cfg.decode_threads
-        if _use_seek(cfg, planned, info):
+        if retime is None and plan_span is None and _use_seek(cfg, planned, info) and (
+                vstream.codec_context.name not in REORDER_UNSAFE_CODECS):
             video = _decode_pyav_sparse(container, vstream, path, cfg, planned, info)
             if video is not None:
                 return video, (_decode_audio_ranges(path, video.segments) if want_audio else None), info, planned
@@ -127,7 +151,8 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
         fallback_dt = Fraction(1, 25)
         if vstream.average_rate:
             fallback_dt = 1 / Fraction(vstream.average_rate)
-        plan = _skip_plan(path, cfg, planned, info, vstream, fallback_dt) if allow_skip else None
+        plan = _skip_plan(path, cfg, planned, info, vstream, fallback_dt) if (allow_skip and retime is None) else None
+        again = {"allow_skip": False, "one_thread": one_thread, "retime": retime, "plan_span": plan_span}
         reformatter = VideoReformatter()
         codec = vstream.codec_context
         skipping = False
@@ -135,7 +160,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
         picks: dict[Fraction, int] = {}
         images: dict[tuple[int, str], np.ndarray] = {}
         notes: list[str] = []
-        bad_video = dropped = concealed = 0
+        bad_video = concealed = 0
         prev = None  # (index, frame, time)
         plan_ok, plan_last, plan_hits, plan_decoded, last_frame = True, -1, 0, 0, None
 
@@ -183,12 +208,20 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
                             plan_hits += 1
                             keep(j, frame, need)
                         continue
-                    t = _frac_time(frame.pts, tb)
-                    if t is None:
-                        t = times[-1] + fallback_dt if times else Fraction(0)
-                    if times and t <= times[-1]:
-                        dropped += 1
-                        continue
+                    if retime is not None:  # presentation order; the packets' times
+                        k = len(times)
+                        t = retime[k] if k < len(retime) else (
+                            times[-1] + (last_duration or fallback_dt) if times else Fraction(0))
+                        if times and t <= times[-1]:
+                            t = times[-1] + (last_duration or fallback_dt)
+                    else:
+                        t = _frac_time(frame.pts, tb)
+                        if t is None or (times and t <= times[-1]):
+                            # a timestamp missing, repeated or out of order: decode again, timed
+                            # by presentation order (frames are never dropped)
+                            packet_times, _ = _packet_index(path)
+                            again.update(retime=packet_times or [])
+                            return _decode_pyav(path, cfg, **again)
                     times.append(t)
                     if prev is not None:
                         settle(prev[0], prev[1], prev[2], t)
@@ -203,7 +236,9 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
         if plan is not None:
             if not plan_ok or bad_video or plan_hits != len(plan.needs) or last_frame is None:
                 # the index did not hold: decode everything (on one thread if errors were concealed)
-                return _decode_pyav(path, cfg, allow_skip=False, one_thread=bool(concealed))
+                return _decode_pyav(path, cfg, **{**again, "one_thread": bool(concealed)})
+            if _replan(cfg, info, planned, plan.end - plan.times[0], plan_span):
+                return _decode_pyav(path, cfg, **{**again, "allow_skip": True, "plan_span": plan.end - plan.times[0]})
             _displayed_size(info, last_frame)
             notes.append(f"skip mode: decoded {plan_decoded} of {len(plan.times)} frames "
                          "(non-reference frames that no window picks were not decoded)")
@@ -212,15 +247,18 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
         if prev is None:
             raise MediaError("decode", "NoFramesDecoded", f"{path}: the video stream decoded to no frames")
         if concealed and not one_thread and vstream.codec_context.thread_count != 1:
-            return _decode_pyav(path, cfg, allow_skip=False, one_thread=True)
+            return _decode_pyav(path, cfg, **{**again, "one_thread": True})
         end = prev[2] + _last_duration(times, last_duration, fallback_dt)
+        if _replan(cfg, info, planned, end - times[0], plan_span):
+            return _decode_pyav(path, cfg, **{**again, "plan_span": end - times[0]})
         _displayed_size(info, prev[1])
         settle(prev[0], prev[1], prev[2], end)
         if bad_video:
             notes.append(f"skipped {bad_video} corrupt video packet(s)")
         if concealed:
             notes.append(f"{concealed} video frame(s) decoded with errors (concealed by the decoder)")
-        if dropped:
-            notes.append(f"dropped {dropped} video frame(s) with non-increasing timestamps")
+        if retime is not None:
+            notes.append("frame timestamps missing, repeated or out of order: frames timed by presentation order"
+                         + (" and the packet times" if retime else " and frame durations"))
         video = _VideoResult(times, end, picks, images, notes)
         return video, (audio.finish(path) if audio is not None else None), info, planned
