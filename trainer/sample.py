@@ -21,9 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from videopoet.checkpoint import CheckpointError
 from videopoet.paths import output_file
 from videopoet.pipeline.media.writer import AUDIO_RATE, FPS, write_mp4, write_wav
+from videopoet.pipeline.tasks import TASKS, build_layout
+from videopoet.tokenizers.commit import condition_video
+from videopoet.tokenizers.magvit2 import VideoTokenizer, tensor_to_video, video_to_tensor
+from videopoet.tokenizers.soundstream import AudioTokenizer
+from videopoet.tokenizers.text_encoder import TextEncoder
+from videopoet.trainer.sample_chain import run_chain
 from videopoet.trainer.sample_inputs import (  # noqa: F401  (load_image, load_video_frames: job API)
     SampleError,
     encode_audio,
@@ -35,6 +43,15 @@ from videopoet.trainer.sample_inputs import (  # noqa: F401  (load_image, load_v
     masked_video,
     parse_mask,
     style_condition,
+)
+from videopoet.trainer.sampling import (
+    SamplingConfig,
+    extend_video,
+    fp5_condition,
+    generate,
+    load_lm,
+    request_row,
+    trained_tasks,
 )
 
 VIDEO_INPUT_TASKS = ("inpaint", "outpaint", "style", "v2a", "avcont")  # --video required (fp: --video or --image)
@@ -50,8 +67,6 @@ class Models:
         self._trained: tuple[str, ...] | None | bool = False
 
     def _load(self, flag: str, path: str | None, loader):
-        from videopoet.checkpoint import CheckpointError
-
         if path is not None and not Path(path).is_dir():
             raise SampleError(f"{flag} {path}: no such checkpoint directory")
         try:
@@ -62,16 +77,12 @@ class Models:
     @property
     def lm(self):
         if self._lm is None:
-            from videopoet.trainer.sampling import load_lm
-
             self._lm = self._load("--checkpoint", self.args.checkpoint, load_lm)
         return self._lm
 
     @property
     def vt(self):
         if self._vt is None:
-            from videopoet.tokenizers.magvit2 import VideoTokenizer
-
             self._vt = self._load("--video-tokenizer", self.args.video_tokenizer, VideoTokenizer.load)
         return self._vt
 
@@ -79,16 +90,12 @@ class Models:
         if self._at is None:
             if not self.args.audio_tokenizer:
                 raise SampleError(f"--task {task} needs --audio-tokenizer (SoundStream)")
-            from videopoet.tokenizers.soundstream import AudioTokenizer
-
             self._at = self._load("--audio-tokenizer", self.args.audio_tokenizer, AudioTokenizer.load)
         return self._at
 
     def check_trained(self, layout_task: str, flag: str) -> None:
         """SampleError when the export's train config lists its tasks and `layout_task` is not among them."""
         if self._trained is False:
-            from videopoet.trainer.sampling import trained_tasks
-
             self.lm  # noqa: B018  (loads and checks the checkpoint first)
             self._trained = trained_tasks(self.args.checkpoint)
         if self._trained is not None and layout_task not in self._trained:
@@ -98,8 +105,6 @@ class Models:
     def text(self, caption: str):
         """(emb float [64, D], mask bool [64]) of a caption, with the encoder width checked against the LM."""
         if self._text is None:
-            from videopoet.tokenizers.text_encoder import TextEncoder
-
             self._text = TextEncoder(self.args.text_encoder, device=str(self.device))
         enc = self._text
         if enc.width != self.lm.cfg.text_dim:
@@ -116,8 +121,6 @@ class Models:
 def run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "chain", None):
-            from videopoet.trainer.sample_chain import run_chain
-
             return run_chain(args, Models, sample_step)
         if not args.task:
             raise SampleError("give --task (or --chain steps.yaml)")
@@ -139,8 +142,6 @@ def layout_task(args: argparse.Namespace) -> str:
 
 def check_request(args: argparse.Namespace) -> None:
     """Flag combinations, before any model loads."""
-    from videopoet.pipeline.tasks import TASKS
-
     task, lt = args.task, layout_task(args)
     text_mode = TASKS[lt].text if task != "uncond" else "none"
     if text_mode == "required" and not args.caption:
@@ -186,9 +187,6 @@ def check_request(args: argparse.Namespace) -> None:
 
 def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
     """One request: check, condition the inputs, sample, decode, write. Returns the files written."""
-    from videopoet.tokenizers.magvit2 import tensor_to_video, video_to_tensor
-    from videopoet.trainer.sampling import SamplingConfig, extend_video, fp5_condition, generate, request_row
-
     t0 = time.perf_counter()
     check_request(args)
     task, lt = args.task, layout_task(args)
@@ -212,13 +210,12 @@ def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
         clip = load_clip(args.video, args.format, frames, audio=task in ("a2v", "avcont"))
     if task == "i2v":
         inputs["first_frame_tokens"] = encode_video(vt, load_image(args.image, args.format)[None])
-    elif lt == "fp5" or lt == "avcont":
+    elif lt == "fp5":
         video = video_to_tensor(clip.rgb).unsqueeze(0).to(vt.device)
         inputs["condition_tokens"] = fp5_condition(vt, video[:, :, :5], frames)[0].cpu().numpy()
-    elif lt == "fp1":
-        from videopoet.tokenizers.commit import condition_video
-
-        img = video_to_tensor(load_image(args.image, args.format)[None]).unsqueeze(0)
+    elif lt in ("fp1", "avcont"):  # avcont continues from the first frame and its audio (paper 5.2)
+        first = load_image(args.image, args.format) if lt == "fp1" else clip.rgb[0]
+        img = video_to_tensor(first[None]).unsqueeze(0)
         cond = condition_video(img.expand(-1, -1, frames, -1, -1).contiguous(), "fp1")
         inputs["condition_tokens"] = vt.encode(cond.to(vt.device)).flatten().cpu().numpy()
     elif task in ("inpaint", "outpaint"):
@@ -245,8 +242,6 @@ def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
     rows = [request_row(lt, num_frames=frames, video_format=args.format, text_emb=text_emb,
                         text_mask=text_mask, **inputs) for _ in range(args.num_samples)]
     if task == "style" and "first_frame_tokens" in inputs:
-        from videopoet.pipeline.tasks import build_layout
-
         if not any(s.name == "first_frame" for s in build_layout(lt, rows[0]).segments):
             raise SampleError("--first-frame: this build's style layout takes no first frame (pipeline.tasks)")
     try:
@@ -282,8 +277,6 @@ def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
 
 def _video_to_audio(m: Models, clips: list[torch.Tensor], frames: int, cfg, video_format: str) -> np.ndarray:
     """A v2a track for generated clips (extension clips overlap their predecessor by 5 frames): float [N, S]."""
-    from videopoet.trainer.sampling import SamplingConfig, generate, request_row
-
     at = m.at("v2a")
     clip_samples = frames * AUDIO_RATE // FPS
     overlap = 5 * AUDIO_RATE // FPS  # extension clips repeat their first 5 frames
@@ -310,8 +303,6 @@ def _write(args: argparse.Namespace, rgb: np.ndarray, audio: np.ndarray | None, 
         path = _out_path(args.out, i, rgb.shape[0])
         suffix = path.suffix.lower()
         if suffix == ".png":
-            from PIL import Image
-
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rgb[i, 0]).save(path)
         elif suffix == ".wav":

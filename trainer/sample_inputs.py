@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from videopoet.config import ConfigError
+from videopoet.pipeline.conditions import ConditionModel
+from videopoet.pipeline.media import MediaConfig, MediaError, probe_and_decode
+from videopoet.pipeline.media.audio import _decode_audio_only
 from videopoet.pipeline.media.writer import AUDIO_RATE, FPS
+from videopoet.tokenizers import commit
+from videopoet.tokenizers.magvit2 import video_to_tensor
 
 
 class SampleError(ConfigError):
@@ -28,8 +35,6 @@ class SampleError(ConfigError):
 
 def load_image(path: str, video_format: str):
     """uint8 [H, W, 3] centre-cropped to the format's aspect and resized (128x128 or 128 wide x 224 high)."""
-    from PIL import Image
-
     width, height = 128, (224 if video_format == "portrait" else 128)
     try:
         img = Image.open(path).convert("RGB")
@@ -44,8 +49,6 @@ def load_image(path: str, video_format: str):
 
 def load_clip(path: str, video_format: str, frames: int, *, audio: bool = False, flag: str = "--video"):
     """The first window of `path` (pipeline.media.DecodedClip: rgb uint8 [frames, H, W, 3], int16 audio or None)."""
-    from videopoet.pipeline.media import MediaConfig, MediaError, probe_and_decode
-
     cfg = MediaConfig(clip_frames=(frames,), clips_per_video=1, formats=(video_format,), audio=audio, flow="none")
     try:
         clips = probe_and_decode(path, cfg, is_image=False)
@@ -66,8 +69,6 @@ def load_video_frames(path: str, video_format: str, frames: int):
 
 def load_audio(path: str, frames: int, flag: str = "--audio") -> np.ndarray:
     """float32 mono 16 kHz samples [frames / 8 s] from the start of any file with an audio stream."""
-    from videopoet.pipeline.media.audio import _decode_audio_only
-
     try:
         result = _decode_audio_only(path)
     except Exception as err:  # PyAV raises its own error classes (FileNotFoundError among them)
@@ -100,10 +101,6 @@ def parse_mask(text: str | None) -> tuple[int, int, int, int] | None:
 
 def masked_video(video: torch.Tensor, task: str, box: tuple[int, int, int, int] | None) -> torch.Tensor:
     """The COMMIT condition video [B, 3, T, H, W] of inpaint / outpaint; box None = tokenizers.commit's own."""
-    import torch.nn.functional as F
-
-    from videopoet.tokenizers import commit
-
     if box is None:
         return commit.condition_video(video, task)
     h, w = video.shape[-2:]
@@ -120,9 +117,6 @@ def masked_video(video: torch.Tensor, task: str, box: tuple[int, int, int, int] 
 
 def style_condition(clip, flow: str = "dis", depth: str = "none", midas_checkpoint: str | None = None) -> np.ndarray:
     """uint8 [T, H, W, 3] (flow x, flow y, depth) of a decoded clip, by the ConditionModel ingest runs."""
-    from videopoet.pipeline.conditions import ConditionModel
-    from videopoet.pipeline.media import MediaConfig
-
     if flow == "none" and depth == "none":
         raise SampleError("--flow none with --depth none leaves stylization no condition")
     cfg = MediaConfig(clip_frames=(clip.num_frames,), formats=(clip.format,), flow=flow, depth=depth,
@@ -135,8 +129,6 @@ def style_condition(clip, flow: str = "dis", depth: str = "none", midas_checkpoi
 
 def encode_video(vt, rgb: np.ndarray) -> np.ndarray:
     """Raw MAGVIT-v2 codes [t*h*w] of uint8 [T, H, W, 3] (T = 1 or 1 + 4k)."""
-    from videopoet.tokenizers.magvit2 import video_to_tensor
-
     return vt.encode(video_to_tensor(rgb).unsqueeze(0).to(vt.device)).flatten().cpu().numpy()
 
 

@@ -109,8 +109,10 @@ def request_row(task: str, *, num_frames: int | None = None, video_format: str =
         "audio_frames": audio_frames,
         "text_emb": text_emb, "text_mask": text_mask,
     }
+    if task == "style":  # a request's first frame is used when given (training picks a share of clips)
+        row["style_first_frame"] = first_frame_tokens is not None
     cond_column = {"fp1": "fp1_tokens", "fp5": "fp5_tokens", "inpaint": "inpaint_tokens",
-                   "outpaint": "outpaint_tokens", "style": "style_tokens", "avcont": "fp5_tokens"}
+                   "outpaint": "outpaint_tokens", "style": "style_tokens", "avcont": "fp1_tokens"}
     if condition_tokens is not None:
         if task not in cond_column:
             raise ValueError(f"task {task!r} takes no condition tokens")
