@@ -1,0 +1,271 @@
+"""Ray liveness: a data job that loses a node mid-run either finishes (capacity left) or says so and stops.
+
+One module-scoped loopback cluster of `ray start --block` processes this module owns (the approach of
+tests/infra/test_cluster.py: own sessions, each node's process tree stopped by itself, never `ray stop`
+or a broad kill; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps everything on 127.0.0.1): a head and worker
+nodes of 1 logical CPU each; the head's GCS declares a lost node dead within a few seconds. The job is
+`videopoet ingest --engine ray --ray-address <head>` over 6 generated videos, one unit each, so its
+actor pool is 1 actor (1 CPU) and every prepare task needs 1 CPU.
+  capacity left   head + node_a + node_b; node_a SIGKILLed after the first committed unit: the job
+                  finishes, and its bytes equal the local engine's
+  no capacity     head + node_b; node_b SIGKILLed after the first committed unit: the head alone cannot
+                  hold the actor and a prepare task; the watchdog prints its one line and stops the job
+                  (exit 2) within ray.stall_fail_s; node_c joins, the rerun resumes to the same bytes
+Every process of the nodes and the drivers is checked gone at the end (psutil).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+N_INPUTS = 6
+WARN_S, FAIL_S = 3, 12
+# The same loopback switch and worker-node wrapper as tests/infra/test_cluster.py (see there and docs/cluster.md).
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+WORKER_START = ("import sys, ray._private.ray_constants as k, ray._private.services as s; k.ENABLE_RAY_CLUSTER = True; "
+                "s.get_node_ip_address = lambda address=None: '127.0.0.1'; from ray.scripts.scripts import main; "
+                "sys.argv[0] = 'ray'; main()")
+# A SIGKILLed node is declared dead after about 3 failed health checks 0.5 s apart (default: 5 x 3 s).
+FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
+              "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+               RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", **LOOPBACK, **extra)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+class Tree:
+    """A process this module started in its own session, and every descendant ever seen of it."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.seen: dict[int, psutil.Process] = {}
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
+        return procs
+
+    def signal_all(self, sig: int) -> None:
+        for p in self.tree():
+            try:
+                p.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+
+    def kill(self) -> None:
+        for _ in range(3):
+            self.signal_all(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 8) -> None:
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.survivors():
+            self.tree()
+            time.sleep(0.2)
+        self.kill()
+        psutil.wait_procs(list(self.seen.values()), timeout=10)
+
+    def survivors(self) -> list[psutil.Process]:
+        alive = []
+        for p in self.seen.values():
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+
+class LoopbackCluster:
+    def __init__(self, root: Path):
+        self.root = root
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="vp-rl-", dir="/tmp"))  # short: socket paths <= 107
+        self.gcs_port = _free_port()
+        self.address = f"{HOST}:{self.gcs_port}"
+        self.nodes: dict[str, Tree] = {}
+
+    def _start(self, name: str, args: list[str], head: bool) -> None:
+        ports = ["--node-ip-address", HOST, "--node-manager-port", str(_free_port()),
+                 "--object-manager-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
+                 "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                 "--metrics-export-port", str(_free_port()), "--disable-usage-stats", "--num-cpus", "1"]
+        start = [str(BIN / "ray")] if head else [sys.executable, "-c", WORKER_START]
+        with open(self.root / f"{name}.log", "w") as log:
+            proc = subprocess.Popen([*start, "start", "--block", *args, *ports], stdout=log, stderr=subprocess.STDOUT,
+                                    env=_env(**FAST_DEATH), start_new_session=True)
+        self.nodes[name] = Tree(proc)
+
+    def start_head(self) -> None:
+        self._start("head", ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false",
+                             "--ray-client-server-port", str(_free_port()), "--temp-dir", str(self.temp_dir)], True)
+
+    def add_node(self, name: str) -> None:
+        self._start(name, ["--address", self.address], False)
+
+    def alive(self) -> int:
+        out = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, log_to_driver=False); "
+                              "print(sum(n['Alive'] for n in ray.nodes()))" % self.address],
+                             capture_output=True, text=True, timeout=60, env=_env())
+        return int(out.stdout.split()[-1]) if out.returncode == 0 and out.stdout.split() else -1
+
+    def wait_nodes(self, n: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while (got := self.alive()) != n:
+            for name, node in self.nodes.items():
+                node.tree()
+            assert time.monotonic() < deadline, (n, got, {k: (self.root / f"{k}.log").read_text()[-1500:]
+                                                          for k in self.nodes})
+            time.sleep(1)
+
+    def stop(self) -> list[psutil.Process]:
+        for name in [k for k in self.nodes if k != "head"] + ["head"]:  # workers first, head last
+            self.nodes[name].stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        return [p for node in self.nodes.values() for p in node.survivors()]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LoopbackCluster(tmp_path_factory.mktemp("ray_liveness"))
+    try:
+        c.start_head()
+        c.wait_nodes(1)
+        c.add_node("node_a")
+        c.wait_nodes(2)
+        c.add_node("node_b")
+        c.wait_nodes(3)
+        yield c
+    finally:
+        left = c.stop()
+        assert not left, f"processes of the test's Ray nodes survived: {left}"
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    from videopoet.pipeline.samples_content import VideoSpec
+    from videopoet.pipeline.samples_write import _write_video
+
+    root = tmp_path_factory.mktemp("liveness_media")
+    for i in range(N_INPUTS):
+        spec = VideoSpec(name=f"v{i}.mp4", width=96, height=64, fps=Fraction(24), frames=72, speed=1 + i % 3,
+                         caption=f"clip {i}")
+        _write_video(root / spec.name, spec, i)
+    return root
+
+
+ARGS = ["--config", "tiny", "--flow", "none", "--depth", "none", "--no-progress", "--no-track",
+        "media.clips_per_video=1", "batch_size=1"]
+
+
+@pytest.fixture(scope="module")
+def reference(media, tmp_path_factory, output_digests):
+    out = tmp_path_factory.mktemp("liveness_local") / "out"
+    proc = subprocess.run([str(BIN / "videopoet"), "ingest", "--engine", "local", "--input", str(media),
+                           "--output", str(out), *ARGS], capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = output_digests(out)
+    assert len(digests) >= 2 * N_INPUTS
+    return digests
+
+
+def _ingest(cluster: LoopbackCluster, media: Path, out: Path, log: Path) -> Tree:
+    cmd = [str(BIN / "videopoet"), "ingest", "--engine", "ray", "--ray-address", cluster.address,
+           "--input", str(media), "--output", str(out), *ARGS,
+           f"ray.stall_warn_s={WARN_S}", f"ray.stall_fail_s={FAIL_S}"]
+    with open(log, "w") as f:
+        return Tree(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), start_new_session=True))
+
+
+def _kill_after_first_commit(job: Tree, out: Path, cluster: LoopbackCluster, node: str, log: Path) -> None:
+    deadline = time.monotonic() + 150
+    while not list((out / "manifest").glob("part-*.parquet")):
+        job.tree()
+        assert job.proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    cluster.nodes[node].kill()
+
+
+def _finish(job: Tree, timeout: float) -> int:
+    try:
+        return job.proc.wait(timeout=timeout)
+    finally:
+        job.stop(timeout=2)
+        assert not job.survivors(), job.survivors()
+
+
+@pytest.mark.timeout(300)
+def test_node_lost_with_capacity_left_finishes_with_the_same_bytes(cluster, media, reference, output_digests,
+                                                                   tmp_path):
+    out, log = tmp_path / "out", tmp_path / "ingest.log"
+    job = _ingest(cluster, media, out, log)
+    try:
+        _kill_after_first_commit(job, out, cluster, "node_a", log)  # head + node_b: 1 actor + 1 prepare task fit
+        assert _finish(job, 240) == 0, log.read_text()[-3000:]
+    finally:
+        job.stop(timeout=2)
+    text = log.read_text()
+    assert f"ingest: {N_INPUTS} inputs ok, 0 failed" in text and "WARNING" not in text, text[-3000:]
+    assert output_digests(out) == reference
+
+
+@pytest.mark.timeout(300)
+def test_node_lost_without_capacity_stops_and_a_rerun_resumes(cluster, media, reference, output_digests, tmp_path):
+    cluster.wait_nodes(2)  # node_a's loss is known: head + node_b
+    out, log = tmp_path / "out", tmp_path / "ingest.log"
+    job = _ingest(cluster, media, out, log)
+    t_kill = None
+    try:
+        _kill_after_first_commit(job, out, cluster, "node_b", log)  # the head alone: 1 CPU for actor + task
+        t_kill = time.monotonic()
+        code = _finish(job, 120)
+    finally:
+        job.stop(timeout=2)
+    stopped_after = time.monotonic() - t_kill
+    text = log.read_text()
+    warn = [line for line in text.splitlines() if "WARNING no unit finished" in line]
+    assert code == 2, text[-3000:]
+    assert len(warn) == 1 and "{CPU: 2} in all, but the cluster has {CPU: 1} on 1 alive node(s)" in warn[0], text
+    assert "ray.pool_size" in warn[0] and "stopped, no unit finished" in text.splitlines()[-1], text[-3000:]
+    assert stopped_after < FAIL_S + 60, stopped_after
+    committed = sorted((out / "manifest").glob("part-*.parquet"))
+    assert 1 <= len(committed) < N_INPUTS, committed
+
+    cluster.add_node("node_c")  # a healthy cluster again: the rerun resumes
+    cluster.wait_nodes(2)
+    rerun_log = tmp_path / "rerun.log"
+    job = _ingest(cluster, media, out, rerun_log)
+    assert _finish(job, 240) == 0, rerun_log.read_text()[-3000:]
+    assert "WARNING" not in rerun_log.read_text()
+    assert output_digests(out) == reference
