@@ -210,11 +210,12 @@ def _ingest(cluster: LoopbackCluster, media: Path, out: Path, log: Path) -> Tree
 
 def _kill_after_first_commit(job: Tree, out: Path, cluster: LoopbackCluster, node: str, log: Path) -> None:
     deadline = time.monotonic() + 150
-    while not list((out / "manifest").glob("part-*.parquet")):
+    while not (parts := list((out / "manifest").glob("part-*.parquet"))):
         job.tree()
         assert job.proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
+        time.sleep(0.02)
     cluster.nodes[node].kill()
+    assert len(parts) < N_INPUTS and job.proc.poll() is None, "the node was lost after the job's end"
 
 
 def _finish(job: Tree, timeout: float) -> int:
@@ -269,3 +270,33 @@ def test_node_lost_without_capacity_stops_and_a_rerun_resumes(cluster, media, re
     assert _finish(job, 240) == 0, rerun_log.read_text()[-3000:]
     assert "WARNING" not in rerun_log.read_text()
     assert output_digests(out) == reference
+
+
+def test_watchdog_rule_warns_once_then_stops_only_when_the_pool_cannot_fit():
+    import io
+
+    from videopoet.jobs.config import RayConfig
+    from videopoet.jobs.ray_watchdog import RayStalledError, StallWatchdog, fits
+
+    assert fits([{"CPU": 1}, {"CPU": 1}], [{"CPU": 1}, {"CPU": 1}])
+    assert not fits([{"CPU": 2}], [{"CPU": 1, "GPU": 1}])
+    assert not fits([{"CPU": 1.5}, {"CPU": 1.5}], [{"CPU": 2}])  # enough in all, but not on one node
+    now, nodes, buf = [0.0], [[{"CPU": 1.0}]], io.StringIO()
+    dog = StallWatchdog(RayConfig(stall_warn_s=3, stall_fail_s=8), "ingest[ray]", 1, nodes=lambda: nodes[0],
+                        clock=lambda: now[0], out=buf)
+    now[0] = 2.9
+    dog.check(3)
+    assert buf.getvalue() == ""  # not stalled yet
+    now[0] = 4
+    dog.check(3)
+    now[0] = 5
+    dog.check(3)
+    assert buf.getvalue().count("\n") == 1 and "{CPU: 2} in all, but the cluster has {CPU: 1}" in buf.getvalue()
+    with pytest.raises(RayStalledError, match="ray.stall_fail_s=8"):
+        now[0] = 8
+        dog.check(3)
+    nodes[0] = [{"CPU": 2.0}]  # fits: only slow, never stopped
+    now[0] = 1000
+    dog.check(3)
+    dog.progressed()
+    assert dog.last == 1000 and not dog.warned
