@@ -26,7 +26,7 @@ from videopoet.pipeline.media import MediaConfig
 from videopoet.pipeline.sources import InputSpec, open_local
 
 # Bump when decoding/selection semantics change in a way that changes clip bytes.
-PIPELINE_VERSION = 3  # 2: libswscale area resize (pixels differ from 1); 3: frame times by presentation order (docs/formats.md)
+PIPELINE_VERSION = 3  # 2: libswscale area resize; 3: frame times by presentation order (docs/formats.md)
 KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 AUDIO_SAMPLE_RATE = 16_000
 CLIP_FPS = 8
