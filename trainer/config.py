@@ -129,7 +129,9 @@ def tiny() -> TrainConfig:
 def _gpu(model: str, *, tokens: int, steps: int, warmup: int, lr: float, ds: str, workers: int) -> TrainConfig:
     return TrainConfig(
         model=MODEL_RECIPES.get(model),
-        data=DataConfig(tokens_per_step=tokens, cond_dropout=0.1, shuffle_window=16),
+        # One lane per rank, one row group per lane and group: a rank reads ~1 row per row it uses
+        # (docs/results/2026-12-04-loader.md); batches are the same at any world size dividing `workers`.
+        data=DataConfig(tokens_per_step=tokens, cond_dropout=0.1, shuffle_window=1, lanes=workers),
         optim=OptimConfig(lr=lr, weight_decay=0.1),
         schedule=ScheduleConfig(max_steps=steps, warmup_steps=warmup),
         engine=EngineConfig(deepspeed=ds, num_workers=workers, use_gpu=True, zero_init=model == "8b"),
