@@ -64,11 +64,18 @@ def _decode_decord(path: str, cfg: MediaConfig, planned, want_audio: bool):
             picks[tau] = j
     idx = sorted(set(picks.values()))
     images: dict[tuple[int, str], np.ndarray] = {}
+    # decord seeks by timestamp and then counts frames from the keyframe it meant to reach; in ASF
+    # (WMV) the seek lands on an earlier keyframe, so a frame reached by a seek is a GOP early
+    # (a WMV2 file: frame 25 read as 13). ASF is read from frame 0 without seeking.
+    wanted = set(idx)
+    order = list(range(idx[-1] + 1)) if (idx and info.get("format") == "asf") else idx
     try:
-        for start in range(0, len(idx), 32):
-            part = idx[start:start + 32]
+        for start in range(0, len(order), 32):
+            part = order[start:start + 32]
             batch = vr.get_batch(part).asnumpy()
             for j, img in zip(part, batch):
+                if j not in wanted:
+                    continue
                 for fmt in cfg.formats:
                     images[(j, fmt)] = resize_crop(img, *FORMATS[fmt])
     except Exception as err:

@@ -64,12 +64,17 @@ def _probe(container, path: str, cfg: MediaConfig) -> dict:
     if v.codec_context.codec is None:
         raise MediaError("probe", "UnsupportedCodec", f"{path}: no decoder for the video codec")
     avg = v.average_rate or v.guessed_rate or v.base_rate
+    if avg and v.time_base and v.guessed_rate and avg == 1 / v.time_base and avg != v.guessed_rate:
+        # a demuxer that fills the average rate with its time base's rate (FFmpeg's DV: 60000 fps
+        # for a 25 fps stream in 1/60000 units) does not know the rate; the guessed rate (r_frame_rate) does
+        avg = v.guessed_rate
     return {
         "width": w, "height": h,
         "claimed_duration": _claimed_duration(container, v),
         "claimed_frames": int(v.frames or 0),
         "average_fps": float(avg) if avg else None,
         "has_audio_stream": bool(container.streams.audio),
+        "format": container.format.name,
     }
 
 
