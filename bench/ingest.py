@@ -201,15 +201,15 @@ def print_set(title: str, r: dict) -> None:
              if "ratio_every_frame_pipeline_over_floor" in r else ""))
 
 
-def make_long_720p(path: Path, seconds: int) -> Path:
-    """A production-like input: 1280x720 30 fps H.264 (x264 veryfast, crf 23, its default B-frames)
-    with 48 kHz stereo AAC, `seconds` long: a blurred texture panning under a moving disc (motion
-    everywhere, so P/B frames cost what they do in real footage) and a 440 Hz tone."""
+def make_test_video(path: Path, seconds: int, width: int = 1280, height: int = 720, fps: int = 30,
+                    rate: int = 48_000, layout: str = "stereo") -> Path:
+    """A production-like input: H.264 (x264 veryfast, crf 23, its default B-frames) with AAC
+    (`rate`, `layout`), `seconds` long: a blurred texture panning under a moving disc (motion
+    everywhere, so P/B frames cost what they do in real footage) and a 440 Hz tone per channel."""
     import av
     import cv2
     import numpy as np
 
-    fps, width, height, rate = 30, 1280, 720, 48_000
     rng = np.random.default_rng(0)
     texture = cv2.GaussianBlur(rng.integers(0, 256, (height + 400, width + 400, 3), dtype=np.uint8), (0, 0), 6)
     texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
@@ -218,22 +218,86 @@ def make_long_720p(path: Path, seconds: int) -> Path:
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "veryfast", "crf": "23"}
         audio = out.add_stream("aac", rate=rate)
-        audio.layout = "stereo"
+        audio.layout = layout
+        channels = len(av.AudioLayout(layout).channels)
         sample = 0
         for i in range(seconds * fps):
             x, y = int(200 + 150 * np.sin(i / 40)), int(200 + 150 * np.cos(i / 55))
             img = np.ascontiguousarray(texture[y:y + height, x:x + width])
-            cv2.circle(img, (int(width / 2 + 400 * np.sin(i / 20)), height // 2), 60, (255, 255, 0), -1)
+            r = max(8, height // 12)
+            cv2.circle(img, (int(width / 2 + width / 3 * np.sin(i / 20)), height // 2), r, (255, 255, 0), -1)
             out.mux(video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             while sample < (i + 1) * rate // fps:
                 tone = (0.2 * np.sin(2 * np.pi * 440 * (sample + np.arange(1024)) / rate)).astype(np.float32)
-                frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+                frame = av.AudioFrame.from_ndarray(np.stack([tone] * channels), format="fltp", layout=layout)
                 frame.sample_rate, frame.pts = rate, sample
                 out.mux(audio.encode(frame))
                 sample += 1024
         out.mux(video.encode())
         out.mux(audio.encode())
     return path
+
+
+def make_long_720p(path: Path, seconds: int) -> Path:
+    """1280x720 30 fps x264 + 48 kHz stereo AAC, `seconds` long (make_test_video)."""
+    return make_test_video(path, seconds)
+
+
+# Web-resolution inputs (name, seconds, width, height, fps, audio rate, audio layout): where decoding
+# is cheap and the per-clip work (audio, YUV -> RGB area conversion, arrays, shards) shows.
+WEB_SET = (
+    ("web_426x240_30fps_60s", 60, 426, 240, 30, 44_100, "stereo"),
+    ("web_640x360_25fps_60s", 60, 640, 360, 25, 44_100, "stereo"),
+    ("web_854x480_24fps_90s", 90, 854, 480, 24, 44_100, "stereo"),
+    ("web_800x600_8fps_60s_5.1", 60, 800, 600, 8, 48_000, "5.1"),
+)
+
+
+def bench_web(work: Path, repeat: int) -> dict:
+    """The web-resolution set: each file benched alone (floors and the no-condition pipeline,
+    interleaved, best of `repeat`); ratios per file and overall (summed CPU seconds) over the video
+    floor and over the video+audio decode floor."""
+    web_dir = work / "web"
+    web_dir.mkdir()
+    variants = [("no_conditions", ["media.flow=none", "media.depth=none"])]
+    files, totals = {}, {"pipeline": 0.0, "floor": 0.0, "floor_av": 0.0, "clips": 0}
+    for name, seconds, w, h, fps, rate, layout in WEB_SET:
+        path = make_test_video(web_dir / f"{name}.mp4", seconds, w, h, fps, rate, layout)
+        r = bench_set(name, [path], web_dir, work, variants, repeat)
+        pipe = r["pipeline"]["no_conditions"]["cpu_seconds"]
+        floor_av = r["decode_floors"]["pyav_video_and_audio"]["cpu_seconds"]
+        files[name] = {"clips": r["clips"], "pipeline_cpu_seconds": pipe,
+                       "video_floor_cpu_seconds": r["decode_floor"]["cpu_seconds"],
+                       "video_and_audio_floor_cpu_seconds": floor_av,
+                       "job_process_cpu_seconds": r["pipeline"]["no_conditions"]["job_process_cpu_seconds"],
+                       "ratio_over_video_floor": r["ratio_pipeline_over_floor"],
+                       "ratio_over_video_and_audio_floor": r["ratio_pipeline_over_video_and_audio_floor"]}
+        totals["pipeline"] += pipe
+        totals["floor"] += r["decode_floor"]["cpu_seconds"]
+        totals["floor_av"] += floor_av
+        totals["clips"] += r["clips"]
+    return {"files": files, "clips": totals["clips"], "pipeline_cpu_seconds": totals["pipeline"],
+            "video_and_audio_floor_cpu_seconds": totals["floor_av"],
+            "ratio_over_video_floor": totals["pipeline"] / totals["floor"],
+            "ratio_over_video_and_audio_floor": totals["pipeline"] / totals["floor_av"]}
+
+
+def print_web(r: dict) -> None:
+    print(f"[web-resolution set] {len(r['files'])} generated videos, {r['clips']} clips")
+    for name, f in r["files"].items():
+        print(f"  {name}: {f['clips']} clips, pipeline {f['pipeline_cpu_seconds']:.2f} cpu-s "
+              f"(job process {f['job_process_cpu_seconds']:.2f}), video+audio floor "
+              f"{f['video_and_audio_floor_cpu_seconds']:.2f} cpu-s: ratio {f['ratio_over_video_and_audio_floor']:.2f} "
+              f"(over the video-only floor {f['ratio_over_video_floor']:.2f})")
+    print(f"  overall ratio pipeline / video+audio decode floor: {r['ratio_over_video_and_audio_floor']:.2f} "
+          f"(target <= 1.3); over the video-only floor {r['ratio_over_video_floor']:.2f}")
+
+
+def _write(report: dict, out: Path) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"-> {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed repeats (best is kept)")
     ap.add_argument("--long-seconds", type=int, default=60,
                     help="also bench a generated 720p30 H.264 + AAC file this long (0 = skip)")
+    ap.add_argument("--web", choices=("yes", "no", "only"), default="yes",
+                    help="the generated web-resolution set (426x240 .. 854x480, one 800x600 with 5.1 AAC); "
+                         "'only' skips the other sets")
     ap.add_argument("--out", default="bench/results/ingest.json")
     args = ap.parse_args(argv)
 
@@ -251,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
+        if args.web == "only":
+            report = {"bench": "ingest", "host": platform.node(), "python": platform.python_version(),
+                      "cores_pinned": cores, "load_average": os.getloadavg(), "target_ratio": 1.3}
+            report["web_resolution"] = bench_web(work, args.repeat)
+            print_web(report["web_resolution"])
+            return _write(report, Path(args.out))
         if args.inputs:
             root = Path(args.inputs).resolve()
         else:
@@ -289,11 +362,10 @@ def main(argv: list[str] | None = None) -> int:
             long_file = make_long_720p(long_dir / f"pan_720p30_{args.long_seconds}s.mp4", args.long_seconds)
             report["long_720p"] = bench_set("long", [long_file], long_dir, work, variants, args.repeat)
             print_set(f"generated {args.long_seconds} s 720p30 H.264 + AAC", report["long_720p"])
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"-> {out}")
-        return 0
+        if args.web == "yes":
+            report["web_resolution"] = bench_web(work, args.repeat)
+            print_web(report["web_resolution"])
+        return _write(report, Path(args.out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
