@@ -1,0 +1,435 @@
+"""`videopoet train-sr`: train the SR transformer (trainer/sr/model.py) on SR token shards.
+
+    videopoet train-sr --stage 1|2 --data SR_SHARDS [--config tiny|stage1|stage2|FILE.yaml] [--out DIR]
+                       [--num-workers N] [--stop-after STEP] [--video-tokenizer DIR] [key=value ...]
+
+A job on the shared training framework (videopoet.training): `SRTrainer` is a StatefulTrainer; the
+loop, the checkpoint manager (kind "sr-train", one state.pt per step, written by rank 0), stop
+requests and `--num-workers` are the framework's. A second run with the same --out resumes exactly
+(model, AdamW, the step that sets the LR schedule, the data position, RNG); a different config is
+refused naming the differing keys.
+
+Objective: trainer/sr/objective.py (MAGVIT masking, LR noise, condition drops) with the random draws
+made PER EXAMPLE from a generator seeded by (data.seed, step, index of the example in the global
+batch), in the order `training_loss` draws them: a step's numbers do not depend on how the global
+batch is split over workers. The loss is the sum of CE_512(lo) + CE_512(hi) over the masked positions
+of the global batch divided by their global count.
+
+Data parallel: `--num-workers N` runs N Ray Train workers; each reads the whole global batch
+(`data.batch_size` examples) from the same deterministic stream and trains on examples rank::N; the
+gradients are summed by one all-reduce of a flat buffer (DDP by hand; with the per-example draws and
+the global normalisation an N-worker step equals the 1-process step up to float summation order).
+ZeRO is not used: every worker holds the full model and AdamW state (stage1: 1B parameters, 16 GB).
+
+Data order: per epoch a permutation of the shards seeded by (seed, epoch) and within each shard a
+permutation of its rows seeded by (seed, epoch, shard); one shard is held in memory at a time.
+
+Metrics (MLflow, and losses.jsonl one line per step): loss, acc/lo and acc/hi (masked-token accuracy of
+each 512-way factor group), acc/token (both right), lr, grad_norm, tokens_per_s (HR tokens of the
+global batch per second). Evaluation (rank 0) on the first `data.eval_examples` rows of the first shard
+with fixed draws: eval/loss, eval/acc_*; with --video-tokenizer also an LR | SR | HR .mp4 (the SR
+sampled by MaskGIT with the stage's guidance, decoded by that tokenizer) under eval_videos/, logged
+as an artifact. Outputs under --out: checkpoints/, model/ (the SR weights, kind "sr-transformer"),
+losses.jsonl, eval_videos/, last_summary.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from videopoet.config import ConfigError, from_dict, to_dict
+from videopoet.paths import output_dir
+from videopoet.pipeline.sr_shards import list_sr_shards, read_sr_shard, sr_shard_info
+from videopoet.tokenizers.lfq import split_tokens
+from videopoet.tracking import Tracker
+from videopoet.trainer.sr.config import RECIPES_TRAIN as RECIPES
+from videopoet.trainer.sr.config import TRAIN_STATE_KIND, SRTrainConfig
+from videopoet.trainer.sr.model import MASK_ID, SRTransformer
+from videopoet.trainer.sr.objective import draw_mask, factorized_loss, prepare_conditions
+from videopoet.training.checkpoints import CheckpointManager, load_state_file, save_state_file
+from videopoet.training.launch import WorkerContext, launch, stop_requested, worker_context
+from videopoet.training.loop import Cadence, run_loop
+
+MODEL_KIND = "sr-transformer"
+
+
+def _mix(*values: Any) -> int:
+    """A 62-bit seed from values (the same on every machine and Python run)."""
+    digest = hashlib.sha1(",".join(str(v) for v in values).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+class SRStream:
+    """Deterministic endless stream of SR rows; `state()` / `load_state()` give exact resume."""
+
+    def __init__(self, root: Any, cfg: SRTrainConfig):
+        self.shards = list_sr_shards(root)
+        self.infos = [sr_shard_info(p) for p in self.shards]
+        for info in self.infos:
+            if info.hr_grid != tuple(cfg.model.hr_grid) or info.text_dim != cfg.model.text_dim:
+                raise ConfigError(f"{info.path}: SR shard of HR grid {list(info.hr_grid)} and text_dim "
+                                  f"{info.text_dim}, the model has model.hr_grid={list(cfg.model.hr_grid)} and "
+                                  f"model.text_dim={cfg.model.text_dim}")
+        if sum(i.num_rows for i in self.infos) == 0:
+            raise ConfigError(f"--data {root}: the SR shards hold no rows")
+        self.seed = cfg.data.seed
+        self.epoch, self.shard_pos, self.row_pos = 0, 0, 0
+        self._cache: tuple[int, list] | None = None
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "shard_pos": self.shard_pos, "row_pos": self.row_pos}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.shard_pos, self.row_pos = int(state["epoch"]), int(state["shard_pos"]), int(state["row_pos"])
+
+    def _perm(self, n: int, *key: Any) -> list[int]:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(self.seed, *key))).tolist()
+
+    def _rows(self, index: int) -> list:
+        if self._cache is None or self._cache[0] != index:
+            self._cache = (index, read_sr_shard(self.shards[index])[0])
+        return self._cache[1]
+
+    def next_rows(self, n: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while len(out) < n:
+            order = self._perm(len(self.shards), "shards", self.epoch)
+            if self.shard_pos >= len(order):
+                self.epoch, self.shard_pos, self.row_pos = self.epoch + 1, 0, 0
+                continue
+            index = order[self.shard_pos]
+            count = self.infos[index].num_rows
+            if self.row_pos >= count:
+                self.shard_pos, self.row_pos = self.shard_pos + 1, 0
+                continue
+            rows = self._rows(index)
+            perm = self._perm(count, "rows", self.epoch, index)
+            take = min(n - len(out), count - self.row_pos)
+            out += [rows[i] for i in perm[self.row_pos:self.row_pos + take]]
+            self.row_pos += take
+        return out
+
+
+def collate(rows: list[dict[str, Any]], cfg: SRTrainConfig, device: torch.device):
+    """Rows -> HR ids [B, T, H, W], LR ids [B, T, H/2, W/2], text [B, 64, D], text mask [B, 64] on `device`."""
+    t, h, w = cfg.model.hr_grid
+    hr = torch.from_numpy(np.stack([r["hr_tokens"] for r in rows])).long().view(len(rows), t, h, w)
+    lr = torch.from_numpy(np.stack([r["lr_tokens"] for r in rows])).long().view(len(rows), t, h // 2, w // 2)
+    text = torch.from_numpy(np.stack([r["text_emb"] for r in rows])).float()
+    mask = torch.from_numpy(np.stack([r["text_mask"] for r in rows])).bool()
+    return hr, lr, text, mask, device
+
+
+# --------------------------------------------------------------------------------------------------
+# the objective with per-example draws
+
+
+def batch_loss(model: SRTransformer, hr, lr, text, text_mask, cfg: SRTrainConfig, seeds: list[int], device,
+               autocast=contextlib.nullcontext):
+    """Sum over masked positions of CE_512(lo) + CE_512(hi) and the counts [n, lo right, hi right, both right].
+
+    Example i's draws (LR noise, condition drops, mask) come from torch.Generator().manual_seed(seeds[i]) in
+    `training_loss`'s order, so one example with the same generator reproduces `training_loss` exactly."""
+    noisy, keeps, masks, tmasks = [], [], [], []
+    n_hr = hr[0].numel()
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        lr_i, keep_i, tm_i = prepare_conditions(lr[i:i + 1], text_mask[i:i + 1], cfg.objective, g)
+        noisy.append(lr_i)
+        keeps.append(keep_i)
+        tmasks.append(tm_i)
+        masks.append(draw_mask(1, n_hr, g).view_as(hr[i:i + 1]))
+    mask = torch.cat(masks).to(device)
+    hr, lr_in = hr.to(device), torch.cat(noisy).to(device)
+    with autocast():
+        hidden = model(hr.masked_fill(mask, MASK_ID), lr_in, text.to(device), torch.cat(tmasks).to(device),
+                       torch.cat(keeps).to(device))
+        logits_lo, logits_hi = model.logits(hidden[mask])
+    targets = hr[mask]
+    loss, n = factorized_loss(logits_lo, logits_hi, targets)
+    with torch.no_grad():
+        lo, hi = split_tokens(targets)
+        ok_lo, ok_hi = logits_lo.argmax(-1) == lo, logits_hi.argmax(-1) == hi
+        counts = torch.tensor([n, ok_lo.sum().item(), ok_hi.sum().item(), (ok_lo & ok_hi).sum().item()],
+                              dtype=torch.float64)
+    return loss * n, counts
+
+
+def lr_at(cfg: SRTrainConfig, step: int) -> float:
+    """Linear warm-up over optim.warmup_steps, then cosine decay to lr * min_lr_ratio at cfg.steps."""
+    o = cfg.optim
+    if o.warmup_steps > 0 and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = min(1.0, (step - o.warmup_steps) / max(1, cfg.steps - o.warmup_steps))
+    return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --------------------------------------------------------------------------------------------------
+# the trainer (videopoet.training.interface.StatefulTrainer)
+
+
+class SRTrainer:
+    """The SR transformer, AdamW, the LR schedule, the data stream; one rank of a data-parallel job."""
+
+    def __init__(self, cfg: SRTrainConfig, data: Any, ctx: WorkerContext | None = None, *,
+                 out: Path | None = None, tracker: Tracker | None = None, video_tokenizer: str | None = None):
+        cfg.validate()
+        self.cfg, self.ctx = cfg, ctx or worker_context(use_gpu=False)
+        self.device = self.ctx.device
+        if cfg.data.batch_size < self.ctx.world_size:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is smaller than the {self.ctx.world_size} "
+                              "workers: every worker needs an example")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = SRTransformer(cfg.model).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                     weight_decay=cfg.optim.weight_decay)
+        self.stream = SRStream(data, cfg)
+        self.eval_rows = read_sr_shard(self.stream.shards[0])[0][:cfg.data.eval_examples]
+        self.out, self.tracker = out, tracker or Tracker.disabled()
+        self.video_tokenizer_path = video_tokenizer
+        self._video_tokenizer = None
+        self.step = 0
+        self.amp = cfg.optim.bf16 and self.device.type == "cuda"
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                 "data": self.stream.state(), "rng_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.stream.load_state(state["data"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def save_payload(self, directory: Path) -> None:
+        save_state_file(directory, self.state_dict())
+
+    def load_payload(self, directory: Path) -> None:
+        self.load_state_dict(load_state_file(directory, map_location=self.device))
+
+    def export(self, directory: Path) -> str:
+        from videopoet.checkpoint import save_checkpoint
+
+        return save_checkpoint(directory, self.model.state_dict(), kind=MODEL_KIND, config=self.cfg.model,
+                               extra={"step": self.step, "stage": self.cfg.stage})
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.ctx.distributed:
+            t = t.to(self.device)
+            dist.all_reduce(t)
+        return t.cpu() if t.device.type != "cpu" else t
+
+    def train_step(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        cfg, rank, world = self.cfg, self.ctx.rank, self.ctx.world_size
+        rows = self.stream.next_rows(cfg.data.batch_size)
+        index = list(range(rank, len(rows), world))
+        hr, lr, text, tmask, _ = collate([rows[i] for i in index], cfg, self.device)
+        seeds = [_mix(cfg.data.seed, "example", self.step, i) for i in index]
+        self.model.train()
+        loss_sum, counts = batch_loss(self.model, hr, lr, text, tmask, cfg, seeds, self.device, self._autocast)
+        n_global = self._all_reduce(counts[:1].clone())[0].item()
+        (loss_sum / n_global).backward()
+        for p in self.params:  # zeros, not None: every rank reduces the same buffer; AdamW sees every param
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.ctx.distributed:  # DDP by hand: one all-reduce of the flat gradient (a sum: loss / global n)
+            flat = torch.cat([p.grad.reshape(-1) for p in self.params])
+            dist.all_reduce(flat)
+            offset = 0
+            for p in self.params:
+                p.grad.copy_(flat[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
+        lr_now = lr_at(cfg, self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_now
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        totals = self._all_reduce(torch.cat([loss_sum.detach().double().cpu().view(1), counts]))
+        self.step += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        n = totals[1].item()
+        tokens = cfg.data.batch_size * hr[0].numel()
+        return {"loss": totals[0].item() / n, "acc/lo": totals[2].item() / n, "acc/hi": totals[3].item() / n,
+                "acc/token": totals[4].item() / n, "lr": lr_now, "grad_norm": grad_norm,
+                "masked_tokens": int(n), "step_time_s": dt, "tokens_per_s": tokens / dt}
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss and masked-token accuracy on the eval rows with fixed draws (rank 0), and the LR | SR | HR video."""
+        if not self.ctx.is_main or not self.eval_rows:
+            return {}
+        cfg = self.cfg
+        hr, lr, text, tmask, _ = collate(self.eval_rows, cfg, self.device)
+        seeds = [_mix(cfg.data.seed, "eval", i) for i in range(len(self.eval_rows))]
+        self.model.eval()
+        loss_sum, counts = batch_loss(self.model, hr, lr, text, tmask, cfg, seeds, self.device, self._autocast)
+        n = counts[0].item()
+        metrics = {"eval/loss": loss_sum.item() / n, "eval/acc_lo": counts[1].item() / n,
+                   "eval/acc_hi": counts[2].item() / n, "eval/acc_token": counts[3].item() / n}
+        if self.video_tokenizer_path and self.out is not None:
+            path = self.write_video(hr[:1], lr[:1], text[:1], tmask[:1])
+            self.tracker.log_artifact(path, "sr_videos")
+        return metrics
+
+    def write_video(self, hr, lr, text, tmask) -> Path:
+        """Sample SR tokens for one example and write LR (2x nearest) | SR | HR decoded side by side."""
+        from videopoet.pipeline.media.writer import write_mp4
+        from videopoet.tokenizers.magvit2 import VideoTokenizer, tensor_to_video
+        from videopoet.trainer.sr.sampling import sample, stage_sampling
+
+        if self._video_tokenizer is None:
+            self._video_tokenizer = VideoTokenizer.load(self.video_tokenizer_path, device=self.device)
+        tok = self._video_tokenizer
+        sr = sample(self.model, lr.to(self.device), text.to(self.device), tmask.to(self.device),
+                    stage_sampling(f"stage{self.cfg.stage}", steps=self.cfg.sample_steps, seed=self.cfg.data.seed))
+        videos = [tok.decode(x.to(self.device)).float()[0] for x in (lr, sr, hr)]
+        videos[0] = videos[0].repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+        side = np.concatenate([tensor_to_video(v).numpy() for v in videos], axis=2)
+        path = Path(self.out) / "eval_videos" / f"step_{self.step:08d}.mp4"
+        write_mp4(path, side, fps=8, crf=None)
+        return path
+
+
+# --------------------------------------------------------------------------------------------------
+# the job: driver (train) and worker (train_worker)
+
+
+def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Resume or start, train to cfg.steps (or the absolute `stop_after`), save; the summary."""
+    cfg = from_dict(SRTrainConfig, loop_config["config"])
+    out, quiet = Path(loop_config["out"]), loop_config["quiet"]
+    ctx = worker_context(use_gpu=True)
+    tracker = Tracker.attach(loop_config["run_id"]) if ctx.is_main else Tracker.disabled()
+    trainer = SRTrainer(cfg, loop_config["data"], ctx, out=out, tracker=tracker,
+                        video_tokenizer=loop_config.get("video_tokenizer"))
+    manager = CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg), keep=cfg.keep_checkpoints)
+    resume = manager.resume_point()
+    if resume is not None:
+        trainer.load_payload(resume[0])
+        if not quiet and ctx.is_main:
+            print(f"resuming from {resume[0]} (step {trainer.step})")
+    tracker.set_tags({"resumed_from_step": trainer.step, "stage": cfg.stage, "world_size": ctx.world_size})
+    losses_path = out / "losses.jsonl"
+    if ctx.is_main and losses_path.exists():  # drop lines past the resumed step (a kill between log and save)
+        kept = [ln for ln in losses_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= trainer.step]
+        losses_path.write_text("".join(ln + "\n" for ln in kept))
+    cadence = Cadence(max_steps=cfg.steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
+                      save_every=cfg.save_every, stop_after=loop_config.get("stop_after"))
+    metrics: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with open(losses_path, "a") if ctx.is_main else contextlib.nullcontext() as log_file:
+        def log(logs: dict, step: int, due: bool) -> None:
+            if log_file is not None:
+                log_file.write(json.dumps({"step": step, **logs}) + "\n")
+            if due or step == cadence.end:
+                tracker.log_metrics(logs, step)
+
+        def on_eval(m: dict, step: int) -> None:
+            metrics.update(m)
+            tracker.log_metrics(m, step)
+
+        def save() -> None:
+            if ctx.is_main:
+                log_file.flush()
+                manager.save(trainer.step, trainer.save_payload,
+                             extra={"step": trainer.step, "world_size": ctx.world_size})
+                trainer.export(out / "model")
+            ctx.barrier()
+
+        result = run_loop(trainer, cadence, save=save, log=log, on_eval=on_eval,
+                          stop_requested=stop_requested(loop_config, ctx), any_rank=ctx.any_rank,
+                          is_main=ctx.is_main, progress=None if quiet else "train-sr")
+    if not metrics:
+        metrics = trainer.evaluate()
+    summary = {"run_id": loop_config["run_id"], "step": trainer.step, "steps_this_run": result.steps_run,
+               "stopped": result.stopped, "reason": result.reason, "seconds": time.perf_counter() - t0,
+               "world_size": ctx.world_size, "model": str(out / "model"), **result.last, **metrics}
+    if ctx.is_main:
+        tracker.flush()
+        (out / "last_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def train(cfg: SRTrainConfig, data: Any, out: str | Path, *, stop_after: int | None = None,
+          num_workers: int = 0, video_tokenizer: str | None = None, run_name: str | None = None,
+          quiet: bool = False) -> dict[str, Any]:
+    """Train (or resume) up to cfg.steps; `stop_after` (an absolute step) ends this invocation early,
+    checkpointed. `num_workers`: 0 = this process, N >= 1 = N Ray Train workers. Returns the summary."""
+    try:
+        cfg.validate()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
+    SRStream(data, cfg)  # refuse mismatched shards before MLflow and Ray
+    data = [str(p.resolve()) for p in list_sr_shards(data)]
+    if video_tokenizer is not None:
+        video_tokenizer = str(Path(video_tokenizer).resolve())
+    (out / "last_summary.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with Tracker.start("train-sr", cfg, run_name=run_name,
+                       tags={"num_workers": str(num_workers), "stage": str(cfg.stage)}) as tracker:
+        loop_config = {"config": to_dict(cfg), "out": str(out), "data": data, "stop_after": stop_after,
+                       "quiet": quiet, "run_id": tracker.run_id, "video_tokenizer": video_tokenizer}
+        summary = launch(train_worker, loop_config, num_workers=num_workers, run_dir=out,
+                         use_gpu=torch.cuda.is_available(), name="train-sr")
+    if summary is None:
+        summary = json.loads((out / "last_summary.json").read_text())
+    elapsed = time.perf_counter() - t0
+    if not quiet:
+        done = summary["steps_this_run"]
+        print(f"train-sr stage {cfg.stage}: {done} steps in {elapsed:.1f} s ({done / max(elapsed, 1e-9):.2f} steps/s)"
+              f"; step {summary['step']}/{cfg.steps}; loss {summary.get('loss', float('nan')):.3f}, eval masked-token "
+              f"accuracy lo {summary.get('eval/acc_lo', float('nan')):.3f} hi "
+              f"{summary.get('eval/acc_hi', float('nan')):.3f}; model {summary['model']}")
+    return summary
+
+
+def run(args) -> int:
+    """`videopoet train-sr` (arguments: videopoet.trainer.sr.train_cli)."""
+    cfg = RECIPES.get(args.config, list(args.overrides))
+    if args.config in RECIPES.names() and args.config.startswith("stage") and args.config != f"stage{args.stage}":
+        raise ConfigError(f"--config {args.config} is the stage-{args.config[-1]} recipe, but --stage {args.stage}")
+    if cfg.stage != args.stage:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, stage=args.stage)
+    list_sr_shards(args.data)  # a directory, its shards/, a .parquet or a glob; else one line (UsageError)
+    output_dir(args.out, "--out")
+    train(cfg, args.data, args.out, stop_after=args.stop_after, num_workers=args.num_workers,
+          video_tokenizer=args.video_tokenizer, run_name=args.run_name)
+    return 0
