@@ -14,6 +14,7 @@ COMMAND_SPECS = (
     "videopoet.tokenizers.cli",
     "videopoet.pipeline.tokenize_cli",
     "videopoet.trainer.train_cli",
+    "videopoet.trainer.sr.train_cli",
     "videopoet.trainer.sample_cli",
     "videopoet.status_cli",
     "videopoet.demo_cli",

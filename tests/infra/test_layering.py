@@ -40,6 +40,7 @@ LAYERS = {
     "videopoet.trainer.train": 3,
     "videopoet.trainer.engine": 3,
     "videopoet.trainer.sample": 3,
+    "videopoet.trainer.sr.train": 3,
     "videopoet.cli": 4,
     "videopoet.demo": 4,
 }
