@@ -17,6 +17,7 @@ COMMAND_SPECS = (
     "videopoet.trainer.sr.train_cli",
     "videopoet.trainer.sample_cli",
     "videopoet.status_cli",
+    "videopoet.eval.eval_cli",
     "videopoet.demo_cli",
 )
 DESCRIPTION = ("VideoPoet data pipeline, tokenizers and trainer. "
