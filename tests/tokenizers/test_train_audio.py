@@ -121,7 +121,8 @@ def test_cli_run_logs_mlflow(shards, tmp_path):
 def test_bad_arguments(shards, tmp_path):
     with pytest.raises(ConfigError, match="data.batch_size"):
         train_audio.run(_parse(["--data", str(shards), "data.batch_size=two"]))
-    assert train_audio.run(_parse(["--data", str(tmp_path / "missing")])) == 2
+    # a missing --data is a one-line user error: exit 2 through the command protocol (the job raises UsageError)
+    assert commands.run_args(_parse(["--data", str(tmp_path / "missing")])) == 2
 
 
 def test_audio_metrics_closed_forms():
