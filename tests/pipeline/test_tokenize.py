@@ -108,10 +108,16 @@ def clips_dir(tmp_path_factory):
     return root
 
 
+# Pinned: MAGVIT's float results (and so its tokens) depend on the intra-op thread count, and the
+# kill-and-rerun test compares a fresh subprocess with this process, whose count other test modules
+# may have changed.
+TORCH_THREADS = "torch_threads=2"
+
+
 def _cfg(ckpts, inp, out, engine, extra=()):
     return TOKENIZE_RECIPES.get("tiny", [
         f"input={inp}", f"output={out}", f"engine={engine}", f"video_tokenizer={ckpts / 'video'}",
-        f"audio_tokenizer={ckpts / 'audio'}", "any_size=true", "progress=false", "track=false", *extra])
+        f"audio_tokenizer={ckpts / 'audio'}", "any_size=true", "progress=false", "track=false", TORCH_THREADS, *extra])
 
 
 STATS = ("stats",)  # tokenize also writes per-unit statistics, which every engine must reproduce
@@ -241,7 +247,7 @@ def _kill_after_first_commit(ckpts, inp, out, engine) -> int:
     """Run the CLI job in its own process group; SIGKILL the group once unit 0 is committed."""
     cmd = [sys.executable, "-m", "videopoet.cli", "tokenize", "--config", "tiny", "--engine", engine,
            "--input", str(inp), "--output", str(out), "--video-tokenizer", str(ckpts / "video"),
-           "--audio-tokenizer", str(ckpts / "audio"), "--no-progress", "--no-track", "any_size=true"]
+           "--audio-tokenizer", str(ckpts / "audio"), "--no-progress", "--no-track", "any_size=true", TORCH_THREADS]
     if engine == "ray":
         cmd.append("ray.num_cpus=2")
     proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,

@@ -29,7 +29,10 @@ from videopoet.trainer.sr.sampling import (
 )
 from videopoet.trainer.sr.windows import lr_grid, lr_window, merge, partition, window_ids
 
-torch.set_num_threads(1)
+# One torch thread for this module only: a module-level set_num_threads runs at collection and would
+# change the thread count of every later test in the session (tokenize's kill-and-rerun compares an
+# in-process run with a fresh subprocess, and MAGVIT's float results depend on the thread count).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 STAGE_WINDOWS = {  # Appendix A.3: (HR token grid, windows: spatial vertical, spatial horizontal, temporal)
     "stage1": ((5, 56, 32), ((1, 56, 4), (1, 8, 32), (5, 8, 8))),
