@@ -34,7 +34,6 @@ Shard order is reshuffled every epoch.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -60,8 +59,10 @@ from videopoet.tokenizers.soundstream_config import (
 )
 from videopoet.tracking import Tracker
 from videopoet.training.checkpoints import CheckpointManager, load_state_file, save_state_file
-from videopoet.training.launch import launch, stop_requested, worker_context
+from videopoet.training.driver import run_training, write_summary
+from videopoet.training.launch import stop_requested, worker_context
 from videopoet.training.loop import Cadence, run_loop
+from videopoet.training.step_log import StepLog
 
 # --------------------------------------------------------------------------------------------------
 # data
@@ -317,32 +318,19 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         if not quiet:
             print(f"resuming from {resume[0]} (step {trainer.step})")
     tracker.set_tags({"resumed_from_step": trainer.step, "eval_set": "held-out" if held_out else "training clips"})
-    losses_path = out / "losses.jsonl"
-    if losses_path.exists():  # drop lines past the resumed step (a kill between log and save)
-        kept = [ln for ln in losses_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= trainer.step]
-        losses_path.write_text("".join(ln + "\n" for ln in kept))
     cadence = Cadence(max_steps=cfg.steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
                       save_every=cfg.save_every, stop_after=loop_config.get("stop_after"))
-    metrics: dict[str, float] = {}
     t0 = time.perf_counter()
-    with open(losses_path, "a") as log_file:
-        def log(logs: dict, step: int, due: bool) -> None:
-            log_file.write(json.dumps({"step": step, **logs}) + "\n")
-            if due or step == cadence.end:
-                tracker.log_metrics(logs, step)
-
-        def on_eval(m: dict, step: int) -> None:
-            metrics.update(m)
-            tracker.log_metrics(m, step)
-
+    with StepLog(out / "losses.jsonl", tracker, resumed_step=trainer.step, last_step=cadence.end) as step_log:
         def save() -> None:
-            log_file.flush()
+            step_log.flush()
             manager.save(trainer.step, trainer.save_payload, extra={"step": trainer.step})
             trainer.export(out / "tokenizer")
 
-        result = run_loop(trainer, cadence, save=save, log=log, on_eval=on_eval,
+        result = run_loop(trainer, cadence, save=save, log=step_log.log, on_eval=step_log.on_eval,
                           stop_requested=stop_requested(loop_config, ctx), any_rank=ctx.any_rank,
                           progress=None if quiet else "train audio tokenizer")
+    metrics = dict(step_log.eval_metrics)
     if not metrics:
         metrics = trainer.evaluate()
     wav_dir = out / "samples"
@@ -358,7 +346,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                "stopped": result.stopped, "seconds": time.perf_counter() - t0,
                "tokenizer": str(out / "tokenizer"), "content_hash": content_hash, **metrics}
     if ctx.is_main:
-        (out / "last_summary.json").write_text(json.dumps(summary, indent=1))
+        write_summary(out, summary)
     return summary
 
 
@@ -372,22 +360,16 @@ def train(cfg: AudioTrainConfig, data: str | Path, out: str | Path, *, stop_afte
                           "(0 = in-process, 1 = one Ray Train worker); data-parallel DDP is not implemented")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
     frames = cfg.data.batch_size * (cfg.data.segment_samples // cfg.model.hop)
     if cfg.model.dead_code_threshold > frames / cfg.model.codebook_size:
         print(f"warning: {frames} frames per step is {frames / cfg.model.codebook_size:.2f} per code, below "
               f"model.dead_code_threshold={cfg.model.dead_code_threshold}: codes will be re-drawn every step; "
               "raise data.batch_size or lower the threshold", file=sys.stderr)
-    (out / "last_summary.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with Tracker.start("train-tokenizer-audio", cfg, run_name=run_name,
-                       tags={"num_workers": str(num_workers)}) as tracker:
-        loop_config = {"config": to_dict(cfg), "out": str(out), "data": str(Path(data).resolve()),
-                       "stop_after": stop_after, "device": device, "quiet": quiet, "run_id": tracker.run_id}
-        summary = launch(train_worker, loop_config, num_workers=num_workers, run_dir=out,
-                         use_gpu=torch.cuda.is_available(), name="train-tokenizer-audio")
-    if summary is None:
-        summary = json.loads((out / "last_summary.json").read_text())
+    summary = run_training(train_worker, cfg, job="train-tokenizer-audio", kind=TRAIN_STATE_KIND, run_dir=out,
+                           num_workers=num_workers, run_name=run_name,
+                           loop_config={"data": str(Path(data).resolve()), "stop_after": stop_after,
+                                        "device": device, "quiet": quiet})
     elapsed = time.perf_counter() - t0
     if not quiet:
         steps_done = summary["steps_this_run"]

@@ -159,3 +159,33 @@ def test_tracker_logs_params_metrics_artifacts_and_tags(tmp_path, monkeypatch):
     assert run.data.metrics["worker/loss"] == 2.0 and run.info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(run_id, "files")] == ["files/a.txt"]
     Tracker.disabled().log_metrics({"loss": 1.0}, step=0)  # a no-op on ranks > 0
+
+
+def test_step_log_cuts_back_to_the_resumed_step_and_tracks_due_steps(tmp_path, monkeypatch):
+    """A run killed between a log line and its checkpoint resumes at the checkpoint: the lines past it go.
+    Due steps and the last step reach the MLflow run (a real one, on a SQLite file)."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from videopoet.tracking import Tracker
+    from videopoet.training.step_log import StepLog
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = tmp_path / "losses.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 6)))
+    with Tracker.start("step-log-test") as tracker, \
+            StepLog(path, tracker, resumed_step=3, last_step=6) as log:
+        log.log({"loss": 0.25}, 4, due=False)
+        log.log({"loss": 0.2}, 5, due=True)
+        log.log({"loss": 0.1}, 6, due=False)  # the last step always reaches the tracker
+        log.on_eval({"eval/psnr": 20.0}, 6)
+        run_id = tracker.run_id
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [5, 6]
+    assert [m.value for m in client.get_metric_history(run_id, "eval/psnr")] == [20.0]
+    assert log.eval_metrics == {"eval/psnr": 20.0}
+    with StepLog(path, Tracker.disabled(), resumed_step=0, last_step=6, enabled=False):
+        pass  # a rank other than 0 neither reads nor writes the file
+    assert len(path.read_text().splitlines()) == 6

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import time
 from pathlib import Path
@@ -57,8 +56,10 @@ from videopoet.trainer.sr.config import TRAIN_STATE_KIND, SRTrainConfig
 from videopoet.trainer.sr.model import MASK_ID, SRTransformer
 from videopoet.trainer.sr.objective import draw_mask, factorized_loss, prepare_conditions
 from videopoet.training.checkpoints import CheckpointManager, load_state_file, save_state_file
-from videopoet.training.launch import WorkerContext, launch, stop_requested, worker_context
+from videopoet.training.driver import run_training, write_summary
+from videopoet.training.launch import WorkerContext, stop_requested, worker_context
 from videopoet.training.loop import Cadence, run_loop
+from videopoet.training.step_log import StepLog
 
 MODEL_KIND = "sr-transformer"
 
@@ -342,36 +343,23 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         if not quiet and ctx.is_main:
             print(f"resuming from {resume[0]} (step {trainer.step})")
     tracker.set_tags({"resumed_from_step": trainer.step, "stage": cfg.stage, "world_size": ctx.world_size})
-    losses_path = out / "losses.jsonl"
-    if ctx.is_main and losses_path.exists():  # drop lines past the resumed step (a kill between log and save)
-        kept = [ln for ln in losses_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= trainer.step]
-        losses_path.write_text("".join(ln + "\n" for ln in kept))
     cadence = Cadence(max_steps=cfg.steps, log_every=cfg.log_every, eval_every=cfg.eval_every,
                       save_every=cfg.save_every, stop_after=loop_config.get("stop_after"))
-    metrics: dict[str, float] = {}
     t0 = time.perf_counter()
-    with open(losses_path, "a") if ctx.is_main else contextlib.nullcontext() as log_file:
-        def log(logs: dict, step: int, due: bool) -> None:
-            if log_file is not None:
-                log_file.write(json.dumps({"step": step, **logs}) + "\n")
-            if due or step == cadence.end:
-                tracker.log_metrics(logs, step)
-
-        def on_eval(m: dict, step: int) -> None:
-            metrics.update(m)
-            tracker.log_metrics(m, step)
-
+    with StepLog(out / "losses.jsonl", tracker, resumed_step=trainer.step, last_step=cadence.end,
+                 enabled=ctx.is_main) as step_log:
         def save() -> None:
             if ctx.is_main:
-                log_file.flush()
+                step_log.flush()
                 manager.save(trainer.step, trainer.save_payload,
                              extra={"step": trainer.step, "world_size": ctx.world_size})
                 trainer.export(out / "model")
             ctx.barrier()
 
-        result = run_loop(trainer, cadence, save=save, log=log, on_eval=on_eval,
+        result = run_loop(trainer, cadence, save=save, log=step_log.log, on_eval=step_log.on_eval,
                           stop_requested=stop_requested(loop_config, ctx), any_rank=ctx.any_rank,
                           is_main=ctx.is_main, progress=None if quiet else "train-sr")
+    metrics = dict(step_log.eval_metrics)
     if not metrics:
         metrics = trainer.evaluate()
     summary = {"run_id": loop_config["run_id"], "step": trainer.step, "steps_this_run": result.steps_run,
@@ -379,7 +367,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                "world_size": ctx.world_size, "model": str(out / "model"), **result.last, **metrics}
     if ctx.is_main:
         tracker.flush()
-        (out / "last_summary.json").write_text(json.dumps(summary, indent=1))
+        write_summary(out, summary)
     return summary
 
 
@@ -394,21 +382,15 @@ def train(cfg: SRTrainConfig, data: Any, out: str | Path, *, stop_after: int | N
         raise ConfigError(str(err)) from None
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
     SRStream(data, cfg)  # refuse mismatched shards before MLflow and Ray
     data = [str(p.resolve()) for p in list_sr_shards(data)]
     if video_tokenizer is not None:
         video_tokenizer = str(Path(video_tokenizer).resolve())
-    (out / "last_summary.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    with Tracker.start("train-sr", cfg, run_name=run_name,
-                       tags={"num_workers": str(num_workers), "stage": str(cfg.stage)}) as tracker:
-        loop_config = {"config": to_dict(cfg), "out": str(out), "data": data, "stop_after": stop_after,
-                       "quiet": quiet, "run_id": tracker.run_id, "video_tokenizer": video_tokenizer}
-        summary = launch(train_worker, loop_config, num_workers=num_workers, run_dir=out,
-                         use_gpu=torch.cuda.is_available(), name="train-sr")
-    if summary is None:
-        summary = json.loads((out / "last_summary.json").read_text())
+    summary = run_training(train_worker, cfg, job="train-sr", kind=TRAIN_STATE_KIND, run_dir=out,
+                           num_workers=num_workers, run_name=run_name, tags={"stage": str(cfg.stage)},
+                           loop_config={"data": data, "stop_after": stop_after, "quiet": quiet,
+                                        "video_tokenizer": video_tokenizer})
     elapsed = time.perf_counter() - t0
     if not quiet:
         done = summary["steps_this_run"]
