@@ -68,14 +68,38 @@ class Clip:
                                    f"got {self.cond.dtype} {self.cond.shape}")
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+class NpyMember:
+    """A .npy member's bytes without copying the array: the .npy header and the array's own buffer,
+    written one after the other (what np.save writes, byte for byte; np.save into a BytesIO then
+    tarfile's 16 KiB copy loop copied every clip's pixels three times). len() is the size in bytes;
+    bytes() joins them (a copy) for readers that want one bytes object."""
+
+    __slots__ = ("header", "data")
+
+    def __init__(self, array: np.ndarray):
+        array = np.ascontiguousarray(array)
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(array))
+        self.header = head.getvalue()
+        self.data = memoryview(array).cast("B") if array.size else b""
+
+    def __len__(self) -> int:
+        return len(self.header) + len(self.data)
+
+    def __bytes__(self) -> bytes:
+        return self.header + bytes(self.data)
+
+    def chunks(self) -> tuple:
+        return self.header, self.data
 
 
-def clip_members(clip: Clip) -> list[tuple[str, bytes]]:
-    """The (member name, bytes) pairs of one clip, in the fixed order rgb, audio, cond, json."""
+def _npy_bytes(array: np.ndarray) -> NpyMember:
+    return NpyMember(array)
+
+
+def clip_members(clip: Clip) -> list[tuple[str, bytes | NpyMember]]:
+    """The (member name, bytes) pairs of one clip, in the fixed order rgb, audio, cond, json (the
+    arrays as NpyMember: header + the array's buffer, no copy; len() and bytes() work on it)."""
     clip.validate()
     members = [(f"{clip.key}.rgb.npy", _npy_bytes(clip.rgb))]
     if clip.audio is not None:
@@ -87,21 +111,34 @@ def clip_members(clip: Clip) -> list[tuple[str, bytes]]:
     return members
 
 
-def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes]]) -> int:
-    """Write a deterministic tar of (name, bytes) at `path` via `<path>.tmp` + rename; returns bytes."""
+def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes | NpyMember]]) -> int:
+    """Write a deterministic tar of (name, bytes) at `path` via `<path>.tmp` + rename; returns bytes.
+
+    The bytes are those of tarfile (USTAR, mtime 0, uid/gid 0, mode 0644, empty owner names, 512
+    padding, two zero blocks, 10 KiB records), written here directly: each member's header with
+    TarInfo.tobuf, then its data straight from its buffers (no per-member BytesIO and copy loop)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    offset = 0
     with open(tmp, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            head = info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+            raw.write(head)
+            for chunk in (data.chunks() if isinstance(data, NpyMember) else (data,)):
+                raw.write(chunk)
+            pad = -info.size % tarfile.BLOCKSIZE
+            if pad:
+                raw.write(tarfile.NUL * pad)
+            offset += len(head) + info.size + pad
+        offset += 2 * tarfile.BLOCKSIZE
+        raw.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE) + tarfile.NUL * (-offset % tarfile.RECORDSIZE))
         raw.flush()
         os.fsync(raw.fileno())
     os.replace(tmp, path)
