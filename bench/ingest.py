@@ -21,7 +21,12 @@ Figures (clips/s per core):
 - ratio = pipeline time / floor time for the no-condition pipeline (target <= 1.3); also against a
   floor that decodes the audio stream too (the pipeline must), for the real footage alone, and for
   a generated 60 s 720p30 H.264 + AAC file (`--long-seconds`; x264 with its default B-frames, like
-  most web video).
+  most web video);
+- web-resolution set (`--web yes|no|only`): generated 426x240 30 fps 60 s, 640x360 25 fps 60 s,
+  854x480 24 fps 90 s (stereo 44.1 kHz AAC) and 800x600 8 fps 60 s (5.1 48 kHz AAC), each benched
+  alone: pipeline / video+audio decode floor per file and overall (summed CPU seconds), where
+  decoding is cheap and the per-clip work shows (docs/results/2026-12-04-ingest-web-resolution.md).
+  `--web only` takes ~75 s on one core.
 """
 
 from __future__ import annotations
