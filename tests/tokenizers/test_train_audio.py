@@ -122,7 +122,7 @@ def test_bad_arguments(shards, tmp_path):
     with pytest.raises(ConfigError, match="data.batch_size"):
         train_audio.run(_parse(["--data", str(shards), "data.batch_size=two"]))
     # a missing --data is a one-line user error: exit 2 through the command protocol (the job raises UsageError)
-    assert commands.run_args(_parse(["--data", str(tmp_path / "missing")])) == 2
+    assert commands.run_args(_parse(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])) == 2
 
 
 def test_audio_metrics_closed_forms():
