@@ -36,6 +36,7 @@ losses.jsonl, eval_videos/, last_summary.json.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import time
@@ -407,8 +408,6 @@ def run(args) -> int:
     if args.config in RECIPES.names() and args.config.startswith("stage") and args.config != f"stage{args.stage}":
         raise ConfigError(f"--config {args.config} is the stage-{args.config[-1]} recipe, but --stage {args.stage}")
     if cfg.stage != args.stage:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, stage=args.stage)
     list_sr_shards(args.data)  # a directory, its shards/, a .parquet or a glob; else one line (UsageError)
     output_dir(args.out, "--out")
