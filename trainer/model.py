@@ -256,11 +256,13 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """The gated MLP of the LM's and the SR transformer's blocks: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, d_model: int, ffn_dim: int):
         super().__init__()
-        self.gate = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.up = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.down = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+        self.gate = nn.Linear(d_model, ffn_dim, bias=False)
+        self.up = nn.Linear(d_model, ffn_dim, bias=False)
+        self.down = nn.Linear(ffn_dim, d_model, bias=False)
 
     def forward(self, x):
         return self.down(F.silu(self.gate(x)) * self.up(x))
@@ -272,7 +274,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = Attention(cfg, layer)
         self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        self.mlp = SwiGLU(cfg.d_model, cfg.ffn_dim)
 
     def forward(self, x, cos, sin, prefix_len: int, cache: KVCache | None = None, start: int = 0):
         x = x + self.attn(self.attn_norm(x), cos, sin, prefix_len, cache, start)

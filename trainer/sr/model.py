@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from videopoet.config import RecipeRegistry
 from videopoet.tokenizers.lfq import HALF_BITS, split_tokens
+from videopoet.trainer.model import SwiGLU
 from videopoet.trainer.sr.windows import Grid, Window, check_window, lr_grid, lr_window, merge, partition, window_mask
 
 CODEBOOK_BITS = 18  # MAGVIT-v2 LFQ ids: 2^18
@@ -127,17 +128,6 @@ class Attention(nn.Module):
         return self.out(rearrange(y, "n h l d -> n l (h d)"))
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, cfg: SRConfig):
-        super().__init__()
-        self.gate = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.up = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
-        self.down = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
-
-    def forward(self, x):
-        return self.down(F.silu(self.gate(x)) * self.up(x))
-
-
 class AxisLayer(nn.Module):
     """One axis layer: windowed self-attention, windowed LR cross-attention, MLP (all pre-norm, residual)."""
 
@@ -149,7 +139,7 @@ class AxisLayer(nn.Module):
         self.lr_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.lr_attn = Attention(cfg)
         self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        self.mlp = SwiGLU(cfg.d_model, cfg.ffn_dim)
 
     def forward(self, x_bthwd, lr_bthwd):
         x_bthwd = x_bthwd + self._windowed(self.self_attn, self.self_norm(x_bthwd), None)
