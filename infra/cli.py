@@ -16,6 +16,7 @@ COMMAND_SPECS = (
     "videopoet.trainer.train_cli",
     "videopoet.trainer.sr.train_cli",
     "videopoet.trainer.sample_cli",
+    "videopoet.trainer.sr.super_resolve_cli",
     "videopoet.status_cli",
     "videopoet.eval.eval_cli",
     "videopoet.demo_cli",

@@ -6,6 +6,8 @@ SoundStream and the text encoder, each when first needed); the inputs are read a
 videopoet.trainer.sample_inputs (the ingest/tokenize code paths); the request rows go through
 videopoet.trainer.sampling (layouts from pipeline.tasks); everything is written by the one media
 writer (videopoet.pipeline.media.writer). `--chain steps.yaml` runs several steps (sample_chain).
+`--super-resolve SR1[,SR2]` sends the LM's video tokens through the SR cascade (trainer.sr.cascade) and
+writes --out at the HR size, <out stem>_base.mp4 at the LM's.
 
 CLI task -> layout task: t2v, t2i, uncond (--frames 1: the t2i layout with the null text, an
 unconditional image), i2v, fp (fp5 from --video, fp1 from --image), inpaint, outpaint, style, a2v,
@@ -25,6 +27,7 @@ from PIL import Image
 
 from videopoet.checkpoint import CheckpointError
 from videopoet.paths import output_file
+from videopoet.pipeline.media.config import FORMATS
 from videopoet.pipeline.media.writer import AUDIO_RATE, FPS, write_mp4, write_wav
 from videopoet.pipeline.tasks import TASKS, build_layout
 from videopoet.tokenizers.commit import condition_video
@@ -53,6 +56,7 @@ from videopoet.trainer.sampling import (
     request_row,
     trained_tasks,
 )
+from videopoet.trainer.sr import cascade
 
 VIDEO_INPUT_TASKS = ("inpaint", "outpaint", "style", "v2a", "avcont")  # --video required (fp: --video or --image)
 AUDIO_TASKS = ("a2v", "v2a", "avcont")  # need --audio-tokenizer
@@ -63,7 +67,7 @@ class Models:
 
     def __init__(self, args: argparse.Namespace, device: torch.device):
         self.args, self.device = args, device
-        self._lm = self._vt = self._at = self._text = None
+        self._lm = self._vt = self._at = self._text = self._sr = None
         self._trained: tuple[str, ...] | None | bool = False
 
     def _load(self, flag: str, path: str | None, loader):
@@ -93,6 +97,17 @@ class Models:
             self._at = self._load("--audio-tokenizer", self.args.audio_tokenizer, AudioTokenizer.load)
         return self._at
 
+    @property
+    def sr(self) -> list[cascade.SRStage]:
+        """The SR cascade of --super-resolve (loaded once, grids chained and checked)."""
+        if self._sr is None:
+            a = self.args
+            self._sr = cascade.load_cascade(
+                cascade.parse_paths(a.super_resolve), self.device, steps=a.sr_steps, seed=a.seed,
+                text_scales=cascade.parse_scales(a.sr_text_scale, "--sr-text-scale"),
+                lr_scales=cascade.parse_scales(a.sr_lr_scale, "--sr-lr-scale"))
+        return self._sr
+
     def check_trained(self, layout_task: str, flag: str) -> None:
         """SampleError when the export's train config lists its tasks and `layout_task` is not among them."""
         if self._trained is False:
@@ -121,6 +136,8 @@ class Models:
 def run(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "chain", None):
+            if getattr(args, "super_resolve", None):
+                raise SampleError("--super-resolve applies to one --task, not to a --chain")
             return run_chain(args, Models, sample_step)
         if not args.task:
             raise SampleError("give --task (or --chain steps.yaml)")
@@ -182,6 +199,10 @@ def check_request(args: argparse.Namespace) -> None:
         raise SampleError(f"--out {args.out}: .png holds one image; use .mp4 for video")
     if out == ".wav" and lt not in ("v2a", "avcont") and not args.audio_tokenizer:
         raise SampleError(f"--out {args.out}: .wav holds audio; --task {task} generates none")
+    if getattr(args, "super_resolve", None):
+        if lt in ("t2i", "v2a") or out in (".png", ".wav") or args.extend:
+            raise SampleError("--super-resolve takes the 17-frame video of a video task (no t2i, v2a, .png, "
+                              ".wav or --extend)")
     output_file(args.out, "--out")
 
 
@@ -199,6 +220,9 @@ def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
     m.check_trained(lt, f"--task {task}")
     vt = m.vt
     frames = 1 if lt == "t2i" else args.frames
+    if getattr(args, "super_resolve", None):  # refuse a grid mismatch before the LM runs
+        width, height = FORMATS[args.format]
+        cascade.check_input(m.sr, vt.latent_shape(frames, height, width))
     samples = frames * AUDIO_RATE // FPS
     text_emb = text_mask = None
     if args.caption:
@@ -265,6 +289,10 @@ def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
             video = vt.decode(codes.to(m.device)).cpu()
             clips = [codes]
         rgb = np.stack([tensor_to_video(v).numpy() for v in video])  # [N, T, H, W, 3]
+        if getattr(args, "super_resolve", None):
+            hr_codes = cascade.run_cascade(m.sr, codes, None if text_emb is None else torch.from_numpy(text_emb),
+                                           None if text_mask is None else torch.from_numpy(text_mask))[-1]
+            base_rgb, rgb = rgb, np.stack([tensor_to_video(v).numpy() for v in vt.decode(hr_codes).cpu()])
         if lt == "avcont":
             audio = m.at(task).decode(gen.audio_codes.to(m.device), length=samples).cpu()[:, 0].numpy()
         elif lt == "a2v":
@@ -272,6 +300,8 @@ def sample_step(args: argparse.Namespace, m: Models) -> list[Path]:
         elif args.audio_tokenizer and lt != "t2i":
             m.check_trained("v2a", "--audio-tokenizer (video-to-audio)")
             audio = _video_to_audio(m, clips, frames, cfg, args.format)
+    if getattr(args, "super_resolve", None):
+        _write(args, base_rgb, audio, t0, tag="_base")
     return _write(args, rgb, audio, t0)
 
 
@@ -292,15 +322,16 @@ def _video_to_audio(m: Models, clips: list[torch.Tensor], frames: int, cfg, vide
     return torch.cat(waves, dim=1).numpy()
 
 
-def _out_path(out: str, index: int, count: int) -> Path:
+def _out_path(out: str, index: int, count: int, tag: str = "") -> Path:
     p = Path(out)
-    return p if count == 1 else p.with_name(f"{p.stem}_{index + 1}{p.suffix}")
+    return p.with_name(f"{p.stem}{'' if count == 1 else f'_{index + 1}'}{tag}{p.suffix}")
 
 
-def _write(args: argparse.Namespace, rgb: np.ndarray, audio: np.ndarray | None, t0: float) -> list[Path]:
+def _write(args: argparse.Namespace, rgb: np.ndarray, audio: np.ndarray | None, t0: float,
+           tag: str = "") -> list[Path]:
     outs = []
     for i in range(rgb.shape[0]):
-        path = _out_path(args.out, i, rgb.shape[0])
+        path = _out_path(args.out, i, rgb.shape[0], tag)
         suffix = path.suffix.lower()
         if suffix == ".png":
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ generated), .png (images) or .wav (audio-only tasks).
     videopoet sample --task t2v ... --extend 2               # 17 + 2 x 12 frames (paper §7.2)
     videopoet sample --task t2v ... --audio-tokenizer ckpt/soundstream   # + video-to-audio, muxed
     videopoet sample --chain steps.yaml ...                  # §7.1 chains, e.g. i2v then style
+    videopoet sample --task t2v ... --super-resolve runs/sr1/model,runs/sr2/model   # §3.3 SR cascade
 
 Inputs are conditioned by the code ingest and tokenize use: COMMIT condition videos (inpaint,
 outpaint, frame prediction), DIS flow + depth (style; --depth midas needs --midas-checkpoint), the
@@ -36,7 +37,12 @@ A chain file is a YAML list of steps (or {steps: [...]}), each a mapping of this
 The LM checkpoint is the consolidated export of `videopoet train` (videopoet-lm); a task its train
 config did not list is refused. Text goes through the same frozen encoder the token shards used
 (--text-encoder DIR; default the embedded MiniLM, which only fits models trained on MiniLM
-embeddings: the width is checked)."""
+embeddings: the width is checked).
+
+--super-resolve SR1_DIR[,SR2_DIR] (the model/ directories of `videopoet train-sr`) passes the LM's
+17-frame video tokens through the SR stages (MaskGIT, 24 steps, the paper's guidance of each stage:
+text 4 / LR 1, then 8 / 2) and decodes the last stage's tokens: --out is the HR video and
+<out stem>_base.mp4 the LM-resolution one. Stage 1's LR grid must be the LM's token grid."""
 
 TASKS = ("t2v", "t2i", "uncond", "i2v", "fp", "inpaint", "outpaint", "style", "a2v", "v2a", "avcont")
 
@@ -81,4 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1, help="samples; files get _1, _2, ... suffixes")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--super-resolve", metavar="SR1_DIR[,SR2_DIR]",
+                   help="SR checkpoints (train-sr model/ dirs): --out at the last stage's resolution, "
+                        "<out stem>_base.mp4 at the LM's")
+    p.add_argument("--sr-steps", type=int, default=None, help="MaskGIT steps per SR stage (default 24)")
+    p.add_argument("--sr-text-scale", metavar="S[,S2]",
+                   help="SR text guidance, one value or one per stage (default: 4 stage 1, 8 stage 2)")
+    p.add_argument("--sr-lr-scale", metavar="S[,S2]",
+                   help="SR low-resolution guidance, one value or one per stage (default: 1 stage 1, 2 stage 2)")
     p.set_defaults(run="videopoet.trainer.sample:run", log_under="out")

@@ -146,7 +146,7 @@ def test_cli_help_lists_commands():
     assert "make-samples" in result.stdout and "demo" in result.stdout
     names = {module: importlib.import_module(module).NAME for module in COMMAND_SPECS}
     assert set(names.values()) == {"make-samples", "demo", "ingest", "train-tokenizer", "tokenize", "train",
-                                   "train-sr", "sample", "status", "eval"}
+                                   "train-sr", "sample", "super-resolve", "status", "eval"}
     for module in COMMAND_SPECS:
         assert names[module] in result.stdout
     for module in COMMAND_SPECS:  # --help works on every subcommand

@@ -41,6 +41,7 @@ LAYERS = {
     "videopoet.trainer.engine": 3,
     "videopoet.trainer.sample": 3,
     "videopoet.trainer.sr.train": 3,
+    "videopoet.trainer.sr.super_resolve": 3,
     "videopoet.eval.tokenizer_eval": 3,
     "videopoet.cli": 4,
     "videopoet.demo": 4,

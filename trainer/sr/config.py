@@ -1,4 +1,4 @@
-"""The config of `videopoet train-sr` (SRTrainConfig) and its recipes: tiny, stage1, stage2."""
+"""The config of `videopoet train-sr` (SRTrainConfig) and its recipes: tiny, demo, stage1, stage2."""
 
 from __future__ import annotations
 
@@ -63,6 +63,18 @@ def tiny() -> SRTrainConfig:
                          optim=SROptimConfig(lr=1e-3, warmup_steps=5, weight_decay=0.0),
                          data=SRDataConfig(batch_size=8, eval_examples=2),
                          steps=50, log_every=1, eval_every=25, save_every=25, sample_steps=4)
+
+
+@RECIPES_TRAIN.register
+def demo() -> SRTrainConfig:
+    """The demo's SR stage 1 (128x128 -> 256x256, HR tokens (5, 32, 32)): a couple of CPU minutes.
+
+    videopoet train-sr --stage 1 --config demo --data SR_SHARDS --out runs/sr1 [--video-tokenizer DIR]
+    """
+    return SRTrainConfig(stage=1, model=SR_RECIPES.get("demo"),
+                         optim=SROptimConfig(lr=1e-3, warmup_steps=10, weight_decay=0.0),
+                         data=SRDataConfig(batch_size=4, eval_examples=2),
+                         steps=100, log_every=5, eval_every=50, save_every=50, sample_steps=8)
 
 
 @RECIPES_TRAIN.register

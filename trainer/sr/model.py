@@ -86,6 +86,14 @@ def tiny() -> SRConfig:
 
 
 @SR_RECIPES.register
+def demo() -> SRConfig:
+    """The demo's cascade stage: 17x256x256 pixels from the LM's 128x128 (HR tokens (5, 32, 32), LR (5, 16, 16)
+    with the demo tokenizer's 8x spatial, 4x temporal compression); 2 blocks of d=48, trains on the CPU."""
+    return SRConfig(hr_grid=(5, 32, 32), windows=((1, 32, 4), (1, 4, 32), (5, 8, 8)), d_model=48, n_blocks=2,
+                    n_heads=4, ffn_dim=128, text_dim=384)
+
+
+@SR_RECIPES.register
 def stage1() -> SRConfig:
     """First 2x stage, 17x448x256 pixels (tokens (5, 56, 32)); about 1B parameters (A.3)."""
     return SRConfig(hr_grid=(5, 56, 32), windows=((1, 56, 4), (1, 8, 32), (5, 8, 8)), d_model=1280, n_blocks=12,

@@ -23,7 +23,7 @@ MLFLOW_TRACKING_URI is set); with --video-tokenizer each evaluation also logs an
 # The same meaning in every training job (videopoet.training.launch.NUM_WORKERS_HELP).
 NUM_WORKERS_HELP = ("0 = train in this process (no Ray); N >= 1 = N data-parallel Ray Train workers "
                     "(TorchTrainer; gloo on CPU, NCCL on GPU)")
-RECIPE_NAMES = ("tiny", "stage1", "stage2")  # videopoet.trainer.sr.config.RECIPES_TRAIN (no import here)
+RECIPE_NAMES = ("tiny", "demo", "stage1", "stage2")  # videopoet.trainer.sr.config.RECIPES_TRAIN (no import here)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
