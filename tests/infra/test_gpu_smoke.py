@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu_smoke.py"
 SECTIONS = ("magvit2", "lm", "zero3", "ingest", "rope")
 FIGURES = {"magvit2": ("encode_clips_per_s", "decode_clips_per_s"), "lm": ("tokens_per_s", "flops_per_token"),
-           "zero3": ("tokens_per_s", "backend"), "ingest": ("clips_per_s",), "rope": ("dtype",)}
+           "zero3": ("tokens_per_s", "backend"), "ingest": ("clips_per_s",), "rope": ("dtype",),
+           "i3d": ("clips_per_s", "preprocess_clips_per_s")}
 
 
 def _free_port() -> int:
@@ -39,7 +40,7 @@ def test_gpu_smoke_cpu_mode(tmp_path):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([sys.executable, "-P", str(SCRIPT), "--cpu-smoke", "--out", str(out),
                            "--port", str(_free_port())],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["mode"] == "cpu-smoke" and result["complete"] is True
@@ -53,7 +54,7 @@ def test_gpu_smoke_cpu_mode(tmp_path):
             for key in FIGURES[name]:
                 assert sec.get(key) not in (None, 0, ""), (name, key, sec)
     # everything but DeepSpeed is in the CPU venv, so only zero3 may be skipped (and only for deepspeed)
-    for name in ("magvit2", "lm", "ingest", "rope"):
+    for name in ("magvit2", "lm", "ingest", "rope", "i3d"):
         assert result["sections"][name]["status"] == "ok", result["sections"][name]
     if result["sections"]["zero3"]["status"] == "skipped":
         assert "deepspeed" in result["sections"]["zero3"]["reason"]
