@@ -64,6 +64,7 @@ class Protocol:
     seed: int = 0  # every draw (subsamples, real-set choice) derives from it
     generate: int = 0  # examples list_examples yields: 0 = num_samples * repeats, -1 = every item of the split
     generate_size: tuple[int, int] = (128, 128)  # the LM's output (w, h); bicubic-resized to `size` when different
+    generate_frames: int = 17  # the LM's clip length (1 + 4k for the tokenizer); metrics take the first `frames`
     real_split: str = ""  # split of the FVD real set ("" = the generated examples' own real clips)
     real_samples: int = 0  # size of the FVD real set when real_split is set
     real_pick: str = "8fps"  # REAL_PICKS: "8fps" = pipeline.media 8 fps pick (middle window),
@@ -79,6 +80,8 @@ class Protocol:
             raise UsageError(f"protocol {self.name}: mask={self.mask!r}, allowed {MASKS}")
         if self.num_samples < 1 or self.repeats < 1 or self.frames < 1:
             raise UsageError(f"protocol {self.name}: num_samples, repeats and frames must be >= 1")
+        if self.generate_frames < self.frames:
+            raise UsageError(f"protocol {self.name}: generate_frames={self.generate_frames} must be >= frames")
         if self.condition_frames >= self.frames:
             raise UsageError(f"protocol {self.name}: condition_frames={self.condition_frames} must be < frames")
 
@@ -163,8 +166,10 @@ class ExampleRef:
 @dataclass
 class Example:
     ref: ExampleRef
-    real: np.ndarray | None  # uint8 [frames, H, W, 3] at the protocol's size (None: no paired real clip)
-    condition: np.ndarray | None  # uint8: what the LM conditions on (None for t2v)
+    real: np.ndarray | None  # uint8 [frames, H, W, 3] at `size` (None for t2v: the real set is list_real's)
+    # uint8 at generate_size, what the LM conditions on: fp [condition_frames, ...]; inpaint / outpaint / style
+    # [generate_frames, ...] (masked / masked / source clip); None for t2v
+    condition: np.ndarray | None
 
 
 # ---------------------------------------------------------------------------------------------- listing
@@ -261,13 +266,15 @@ def _read_consecutive(folder: str, start: int, frames: int, size: tuple[int, int
     return np.stack(out)
 
 
-def decode_real(protocol: Protocol, ref: ExampleRef) -> np.ndarray:
-    """uint8 [frames, H, W, 3] of one real clip as the protocol defines it. Raises MediaError."""
+def decode_real(protocol: Protocol, ref: ExampleRef, frames: int | None = None) -> np.ndarray:
+    """uint8 [frames, H, W, 3] of one real clip as the protocol defines it (frames defaults to the
+    protocol's). Raises MediaError (stage "too_short" when the source holds too few frames)."""
+    frames = frames or protocol.frames
     if protocol.real_pick == "8fps":
-        return _decode_8fps(ref.path, protocol.frames, protocol.size)
+        return _decode_8fps(ref.path, frames, protocol.size)
     if protocol.real_pick == "central_native":
-        return _decode_central_native(ref.path, protocol.frames, protocol.size)
-    return _read_consecutive(ref.path, ref.start_frame, protocol.frames, protocol.size)
+        return _decode_central_native(ref.path, frames, protocol.size)
+    return _read_consecutive(ref.path, ref.start_frame, frames, protocol.size)
 
 
 def centre_box(height: int, width: int) -> tuple[int, int, int, int]:
@@ -275,34 +282,36 @@ def centre_box(height: int, width: int) -> tuple[int, int, int, int]:
     return height // 4, height // 4 + height // 2, width // 4, width // 4 + width // 2
 
 
-def condition_of(protocol: Protocol, real: np.ndarray) -> np.ndarray | None:
-    """What the LM conditions on, in uint8: fp the first condition_frames; inpaint the clip with the centre
-    box black; outpaint the centre box with its border pixels replicated outward (COMMIT's fills); style the
-    source clip at generate_size."""
+def condition_of(protocol: Protocol, clip: np.ndarray) -> np.ndarray | None:
+    """What the LM conditions on, uint8 at generate_size, from the source clip (generate_frames long): fp the
+    first condition_frames; inpaint the clip with the centre box black; outpaint the centre box with its border
+    pixels replicated outward (COMMIT's fills, tokenizers/commit.py); style the source clip; t2v None."""
+    if protocol.task == "t2v":
+        return None
+    if tuple(protocol.generate_size) != tuple(protocol.size):
+        clip = np.stack([resize_crop(img, *protocol.generate_size) for img in clip])
     if protocol.condition_frames:
-        return real[: protocol.condition_frames].copy()
+        return clip[: protocol.condition_frames].copy()
     if protocol.mask:
-        _, h, w, _ = real.shape
+        _, h, w, _ = clip.shape
         top, bottom, left, right = centre_box(h, w)
         if protocol.mask == "centre":
-            out = real.copy()
+            out = clip.copy()
             out[:, top:bottom, left:right] = 0
             return out
-        return np.pad(real[:, top:bottom, left:right], ((0, 0), (top, h - bottom), (left, w - right), (0, 0)),
+        return np.pad(clip[:, top:bottom, left:right], ((0, 0), (top, h - bottom), (left, w - right), (0, 0)),
                       mode="edge")
-    if protocol.task == "style":
-        if tuple(protocol.generate_size) == tuple(protocol.size):
-            return real.copy()
-        return np.stack([resize_crop(img, *protocol.generate_size) for img in real])
-    return None
+    return clip.copy()
 
 
 def load_example(protocol: Protocol, ref: ExampleRef) -> Example:
-    """Decode one example: its real clip (None for t2v: the FVD real set is list_real's) and its condition."""
+    """Decode one example. t2v: nothing to decode (real and condition None; the FVD real set is list_real's).
+    Others: the source clip of generate_frames (17) frames; real = its first `frames` (16) at `size`, condition
+    = condition_of(the whole clip), which the LM encodes (COMMIT / flow+depth) at its own clip length."""
     if protocol.task == "t2v":
         return Example(ref, None, None)
-    real = decode_real(protocol, ref)
-    return Example(ref, real, condition_of(protocol, real))
+    clip = decode_real(protocol, ref, max(protocol.frames, protocol.generate_frames))
+    return Example(ref, clip[: protocol.frames], condition_of(protocol, clip))
 
 
 def make_standin(name: str, root: str | Path, n: int, seed: int = 0) -> Path:

@@ -61,11 +61,15 @@ def test_standin_lists_and_loads_as_promised(name, standins):
     if name == "k600_fp":
         assert ex.condition.shape == (5, h, w, 3)
         np.testing.assert_array_equal(ex.condition, ex.real[:5])
-    elif name == "davis_style":
+    else:  # the LM's clip length (17) at its size; the metric clip is the first 16 frames of the same window
         gw, gh = p.generate_size
-        assert ex.condition.shape == (p.frames, gh, gw, 3)
-    else:
-        assert ex.condition.shape == ex.real.shape
+        assert ex.condition.shape == (p.generate_frames, gh, gw, 3)
+        if name == "davis_style":
+            assert p.size != p.generate_size
+        else:
+            assert ex.condition.shape[1:] == ex.real.shape[1:]
+            kept = np.s_[:, :8, :8] if name == "ssv2_inpaint" else np.s_[:, 40:80, 40:80]  # a region not masked
+            np.testing.assert_array_equal(ex.condition[: p.frames][kept], ex.real[kept])
     assert list_real(p, standins[name]) == refs  # paired protocols: the real set is the examples' own clips
 
 
@@ -177,7 +181,8 @@ def test_record_holds_every_field_and_changes_with_each():
     changes = {"name": "x", "task": "fp1", "dataset": "ssv2", "split": "val", "num_samples": 8, "repeats": 1,
                "frames": 17, "fps": 24, "size": (64, 64), "crop": "none", "metrics": ("fvd", "is"),
                "condition_frames": 1, "mask": "centre", "real_set": "other", "seed": 3, "generate": -1,
-               "generate_size": (64, 64), "real_split": "train", "real_samples": 5, "real_pick": "consecutive"}
+               "generate_size": (64, 64), "generate_frames": 21, "real_split": "train", "real_samples": 5,
+               "real_pick": "consecutive"}
     assert set(changes) == set(fields)
     for key, value in changes.items():
         changed = p.with_overrides(**{key: value})
