@@ -233,3 +233,15 @@ def test_davis_table5_has_40_rows_20_videos_two_prompts_each():
     last = next(i for i, ln in enumerate(lines) if i > first and ln.startswith("Table 5."))
     paper = [tuple(ln.split("\t")) for ln in lines[first + 1:last] if ln.strip()]
     assert [(v.lower(), int(s), p.strip()) for v, s, p in paper] == rows
+
+
+def test_data_files_are_package_data():
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["videopoet.eval"]
+    files = sorted(p.name for p in D.DATA_DIR.iterdir() if p.is_file())
+    assert "davis_table5.tsv" in files and "ucf101_prompts.tsv" in files
+    for name in files:
+        assert any(fnmatch.fnmatch(f"data/{name}", pat) for pat in patterns), name
