@@ -1,0 +1,313 @@
+"""CLIPSIM, C3D Inception Score, VGGish FAD: closed forms, and loaders on tiny random weights saved in each layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+from videopoet.config import UsageError
+from videopoet.eval.c3d import C3D, c3d_probs, load_c3d
+from videopoet.eval.clip_score import clipsim_from_embeddings, load_clip
+from videopoet.eval.frechet import FeatureStats
+from videopoet.eval.i3d_weights import WeightsError
+from videopoet.eval.inception_score import inception_score
+from videopoet.eval.vggish import (
+    MEL_BANDS,
+    SAMPLE_RATE,
+    VGGish,
+    fad,
+    hertz_to_mel,
+    load_vggish,
+    log_mel,
+    vggish_embeddings,
+    vggish_examples,
+)
+from videopoet.eval.weights_errors import BadWeights, MissingWeights
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+OPENAI_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
+OPENAI_STD = np.array([0.26862954, 0.26130258, 0.27577711])
+
+
+def _one_line(err) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and isinstance(err.value, UsageError) and isinstance(err.value, WeightsError)
+    return msg
+
+
+# ----------------------------------------------------------------------------------------------- CLIPSIM
+
+
+def test_clipsim_closed_forms():
+    e = np.array([[1.0, 0, 0]])
+    assert clipsim_from_embeddings([3 * e], e)[0] == pytest.approx(1.0)  # identical direction, any norm
+    assert clipsim_from_embeddings([np.array([[0.0, 2, 0]])], e)[0] == pytest.approx(0.0, abs=1e-15)  # orthogonal
+    theta = 0.7
+    frame = np.array([[np.cos(theta), np.sin(theta), 0.0]]) * 5
+    assert clipsim_from_embeddings([frame], e)[0] == pytest.approx(np.cos(theta), rel=1e-12)
+    assert clipsim_from_embeddings([frame], e, scale=100)[0] == pytest.approx(100 * np.cos(theta), rel=1e-12)
+
+
+def test_clipsim_averages_frames_then_videos():
+    rng = np.random.default_rng(0)
+    frames = [rng.standard_normal((t, 8)) for t in (1, 5, 2)]  # unequal lengths: frame-mean != pooled mean
+    text = rng.standard_normal((3, 8))
+    brute = []
+    for f, c in zip(frames, text):
+        brute.append(np.mean([fi @ c / np.linalg.norm(fi) / np.linalg.norm(c) for fi in f]))
+    got = clipsim_from_embeddings(frames, text)
+    np.testing.assert_allclose(got, brute, rtol=1e-12)
+    pooled = np.mean([fi @ c / np.linalg.norm(fi) / np.linalg.norm(c) for f, c in zip(frames, text) for fi in f])
+    assert abs(got.mean() - pooled) > 1e-3  # the order of averaging matters here, so the test can tell them apart
+    same_t = rng.standard_normal((3, 4, 8))
+    np.testing.assert_allclose(clipsim_from_embeddings(same_t, text), clipsim_from_embeddings(list(same_t), text))
+
+
+def _tiny_clip_dir(tmp_path, with_processor: bool = False):
+    torch.manual_seed(0)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab[letter] = len(vocab)
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        vocab[letter + "</w>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])  # character-level BPE: no merges, built offline
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    directory = tmp_path / "clip"
+    model = CLIPModel(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    if with_processor:
+        CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+            directory)
+    return directory, model, tokenizer
+
+
+def _openai_preprocess(frame: np.ndarray, size: int) -> torch.Tensor:
+    """OpenAI CLIP's preprocessing written out: PIL bicubic short side -> size, centre crop, mean/std."""
+    h, w = frame.shape[:2]
+    new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    image = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BICUBIC), np.float64) / 255.0
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    image = (image[top:top + size, left:left + size] - OPENAI_MEAN) / OPENAI_STD
+    return torch.from_numpy(image).permute(2, 0, 1).float()
+
+
+def test_tiny_clip_directory_scores_as_brute_force(tmp_path):
+    directory, model, tokenizer = _tiny_clip_dir(tmp_path)
+    scorer = load_clip(directory)
+    rng = np.random.default_rng(1)
+    videos = [rng.integers(0, 256, (t, 40, 56, 3), dtype=np.uint8) for t in (3, 2)]
+    captions = ["a cat runs", "dog"]
+    got = scorer.clipsim(videos, captions)
+    assert got.shape == (2,) and np.isfinite(got).all()
+    with torch.no_grad():
+        brute = []
+        for video, caption in zip(videos, captions):
+            pixels = torch.stack([_openai_preprocess(f, 32) for f in video])
+            image = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+            ids = torch.tensor([tokenizer(caption)["input_ids"]])
+            text = model.text_projection(model.text_model(input_ids=ids).pooler_output)
+            brute.append(torch.nn.functional.cosine_similarity(image, text).mean().item())
+    np.testing.assert_allclose(got, brute, atol=1e-5)
+    assert scorer.weights_sha256 == hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    assert scorer.name.startswith("clip-clip")
+    hundred = load_clip(directory, scale=100).clipsim(np.stack([videos[1], videos[1]]), ["dog", "dog"])
+    np.testing.assert_allclose(hundred, 100 * got[1], rtol=1e-5)
+
+
+def test_clip_directory_processor_config_is_used(tmp_path):
+    directory, _, _ = _tiny_clip_dir(tmp_path, with_processor=True)
+    config = json.loads((directory / "preprocessor_config.json").read_text())
+    config["image_mean"] = [0.0, 0.0, 0.0]  # a different normalisation must change the score
+    (directory / "preprocessor_config.json").write_text(json.dumps(config))
+    videos = np.random.default_rng(2).integers(0, 256, (1, 2, 32, 32, 3), dtype=np.uint8)
+    changed = load_clip(directory).clipsim(videos, ["cat"])
+    (directory / "preprocessor_config.json").unlink()
+    default = load_clip(directory).clipsim(videos, ["cat"])
+    assert abs(changed[0] - default[0]) > 1e-4
+
+
+def test_clip_missing_files_are_one_line(tmp_path):
+    with pytest.raises(MissingWeights) as err:
+        load_clip(tmp_path / "nowhere")
+    assert "nowhere not found" in _one_line(err)
+    directory, _, _ = _tiny_clip_dir(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (directory / name).unlink()
+    with pytest.raises(MissingWeights) as err:
+        load_clip(directory)
+    assert "no tokenizer" in _one_line(err)
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(MissingWeights) as err:
+        load_clip(directory)
+    assert "no model.safetensors" in _one_line(err)
+
+
+# ----------------------------------------------------------------------------------------------- IS with C3D
+
+
+def test_inception_score_closed_forms():
+    assert inception_score(np.full((50, 101), 1 / 101))[0] == pytest.approx(1.0, abs=1e-12)
+    one_hot = np.eye(101)[np.arange(303) % 101]
+    assert inception_score(one_hot)[0] == pytest.approx(101.0, rel=1e-12)
+    two = np.array([[0.9, 0.1], [0.1, 0.9]] * 10)
+    h = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))
+    assert inception_score(two)[0] == pytest.approx(np.exp(np.log(2) - h), rel=1e-12)
+    assert inception_score(two)[0] == pytest.approx(1.44493, abs=1e-5)
+
+
+def test_inception_score_splits_are_contiguous_parts():
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(7, 0.3), size=103)
+    mean, std = inception_score(probs, splits=10)
+    parts = [inception_score(probs[i * 103 // 10:(i + 1) * 103 // 10])[0] for i in range(10)]
+    assert mean == pytest.approx(np.mean(parts), rel=1e-12) and std == pytest.approx(np.std(parts), rel=1e-12)
+    assert std > 0
+    with pytest.raises(ValueError, match="splits"):
+        inception_score(probs, splits=0)
+
+
+TINY_C3D = dict(widths=(4, 4, 6, 6, 8, 8, 8, 8), fc_width=16, num_classes=101)
+
+
+def _tiny_c3d_files(tmp_path):
+    torch.manual_seed(0)
+    model = C3D(**TINY_C3D)
+    state = {k: v for k, v in model.state_dict().items() if k != "mean"}
+    pt = tmp_path / "c3d.pt"
+    torch.save(state, pt)
+    chainer = {f"{k.split('.')[0]}/{'W' if k.endswith('weight') else 'b'}": v.numpy() for k, v in state.items()}
+    npz = tmp_path / "conv3d_deepnetA_ucf.npz"
+    np.savez(npz, **chainer)
+    mean = np.random.default_rng(0).uniform(80, 110, (3, 16, 128, 171)).astype(np.float32)
+    mean_path = tmp_path / "mean2.npz"
+    np.savez(mean_path, mean=mean)
+    return pt, npz, mean_path, mean
+
+
+def test_tiny_c3d_loads_from_torch_and_chainer_layouts(tmp_path):
+    pt, npz, mean_path, _ = _tiny_c3d_files(tmp_path)
+    from_pt, from_npz = load_c3d(pt, mean_path=mean_path), load_c3d(npz, "cpu", mean_path)
+    assert from_pt.fc6.in_features == 8 * 4 * 4  # pool5 with ceil_mode: 7x7 -> 4x4, as Chainer's cover_all
+    videos = np.random.default_rng(1).integers(0, 256, (3, 17, 40, 50, 3), dtype=np.uint8)
+    probs = c3d_probs(videos, from_pt, batch_size=2)
+    assert probs.shape == (3, 101) and probs.dtype == np.float64 and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(c3d_probs(videos, from_npz), probs, rtol=1e-6)
+    expected = hashlib.sha256()
+    for path in sorted([pt, mean_path]):
+        expected.update(path.read_bytes())
+    assert from_pt.weights_sha256 == expected.hexdigest()
+
+
+def test_c3d_preprocess_bgr_align_corners_and_mean_crop(tmp_path):
+    pt, _, mean_path, mean = _tiny_c3d_files(tmp_path)
+    model = load_c3d(pt, mean_path=mean_path)
+    ramp = np.zeros((1, 16, 4, 256, 3), np.uint8)
+    ramp[..., 0] = np.arange(256, dtype=np.uint8)  # red rises along x; green constant 7, blue 200
+    ramp[..., 1], ramp[..., 2] = 7, 200
+    x = model.preprocess(ramp).numpy() + mean[:, :, 8:120, 8:120]
+    np.testing.assert_allclose(x[0, 2], np.broadcast_to(np.arange(112) * 255 / 111, (16, 112, 112)), atol=1e-3)
+    np.testing.assert_allclose(x[0, 1], 7, atol=1e-4)  # BGR: channel 0 is blue
+    np.testing.assert_allclose(x[0, 0], 200, atol=1e-4)
+    with pytest.raises(ValueError, match="16 frames"):
+        model.preprocess(ramp[:, :15])
+
+
+def test_c3d_errors_are_one_line(tmp_path):
+    pt, _, mean_path, _ = _tiny_c3d_files(tmp_path)
+    with pytest.raises(MissingWeights) as err:
+        load_c3d(tmp_path / "c3d_ucf101.pt")
+    assert "c3d_ucf101.pt not found" in _one_line(err)
+    with pytest.raises(MissingWeights) as err:
+        load_c3d(pt)
+    assert "mean2.npz" in _one_line(err)
+    with pytest.raises(MissingWeights) as err:
+        load_c3d(pt, mean_path=tmp_path / "nomean.npz")
+    assert "nomean.npz not found" in _one_line(err)
+    state = torch.load(pt, weights_only=True)
+    del state["fc7.bias"]
+    state["mean"] = torch.zeros(3, 16, 112, 112)
+    torch.save(state, pt)
+    with pytest.raises(BadWeights) as err:
+        load_c3d(pt)
+    assert "lacks fc7.bias" in _one_line(err)
+
+
+# ----------------------------------------------------------------------------------------------- FAD with VGGish
+
+
+@pytest.mark.parametrize("chunking", ["fad", "vggish"])
+def test_vggish_framing_ten_seconds_give_ten_examples(chunking):
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 10 * SAMPLE_RATE)
+    assert vggish_examples(audio, chunking).shape == (10, 96, 64)
+    assert vggish_examples(audio[:int(9.5 * SAMPLE_RATE)], chunking).shape[0] == 9
+    assert vggish_examples(audio[:SAMPLE_RATE // 2], chunking).shape[0] == 0
+
+
+def test_log_mel_of_a_tone_peaks_in_its_band():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    edges = np.linspace(hertz_to_mel(125.0), hertz_to_mel(7500.0), MEL_BANDS + 2)
+    for hz in (300.0, 1000.0, 4000.0):
+        spectrum = log_mel(0.5 * np.sin(2 * np.pi * hz * t))
+        assert spectrum.shape == (98, 64)  # 1 + (16000 - 400) // 160 frames
+        band = int(np.argmax(spectrum.mean(0)))
+        assert abs(edges[band + 1] - hertz_to_mel(hz)) <= (edges[1] - edges[0])  # the band centred nearest f
+    np.testing.assert_allclose(log_mel(np.zeros(SAMPLE_RATE)), np.log(0.01))
+
+
+TINY_VGGISH = dict(widths=(4, 4, 8, 8, 8, 8), fc_width=16, embed_dim=128)
+
+
+def test_tiny_vggish_state_dict_gives_embeddings(tmp_path):
+    torch.manual_seed(0)
+    state = VGGish(**TINY_VGGISH).state_dict()
+    state["pca_eigen_vectors"] = torch.eye(128)  # torchvggish files may carry the PCA too: ignored
+    path = tmp_path / "vggish-10086976.pth"
+    torch.save(state, path)
+    model = load_vggish(path)
+    audio = 0.3 * np.sin(2 * np.pi * 440 * np.arange(10 * SAMPLE_RATE) / SAMPLE_RATE)
+    emb = vggish_embeddings(audio, model, batch_size=4)
+    assert emb.shape == (10, 128) and np.isfinite(emb).all()
+    assert model.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    relu = vggish_embeddings(audio, load_vggish(path, post_relu=True))
+    np.testing.assert_allclose(relu, np.maximum(emb, 0), atol=1e-6)
+    assert (emb < 0).any()
+    # torchvggish flattens with transpose(1, 3) then transpose(1, 2): the same (H, W, C) order as ours
+    x = torch.from_numpy(vggish_examples(audio)[:2]).float()[:, None]
+    with torch.no_grad():
+        h = model.features(x).transpose(1, 3).transpose(1, 2).contiguous().view(2, -1)
+        np.testing.assert_allclose(model.embeddings(h).numpy(), emb[:2], atol=1e-5)
+
+
+def test_vggish_errors_are_one_line(tmp_path):
+    with pytest.raises(MissingWeights) as err:
+        load_vggish(tmp_path / "vggish.pth")
+    assert "vggish.pth not found" in _one_line(err)
+    state = VGGish(**TINY_VGGISH).state_dict()
+    del state["embeddings.2.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(BadWeights) as err:
+        load_vggish(tmp_path / "bad.pth")
+    assert "lacks embeddings.2.weight" in _one_line(err)
+
+
+def test_fad_identical_zero_and_mean_shift():
+    x = np.random.default_rng(4).standard_normal((500, 128))
+    assert abs(fad(FeatureStats.from_features(x), FeatureStats.from_features(x[::-1]))) < 1e-8
+    shift = np.linspace(-0.5, 0.5, 128)
+    got = fad(FeatureStats.from_features(x), FeatureStats.from_features(x + shift))
+    assert got == pytest.approx(float(shift @ shift), rel=1e-7)
