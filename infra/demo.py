@@ -7,6 +7,7 @@ Stages (each one is the real job, run with tiny settings):
   4. tokenize         clip shards -> token shards (Ray local)
   5. train            tiny prefix LM under Ray Train, 2 CPU workers, DeepSpeed ZeRO-3
   6. sample           a clip decoded to .mp4
+  7. eval             the tokenizers' reconstruction (rFVD, PSNR, SSIM; ViSQOL vs Opus) beside baselines
 Each stage is tracked in MLflow (./mlflow.db). Stages that are already complete are reused on a
 second run, so `make demo` twice is cheap; pass --fresh to start over. The terminal gets one line per
 stage and the jobs' own summary lines; each job's command, full output and library logging (Ray,
@@ -146,6 +147,22 @@ def _sample(out: Path, args: argparse.Namespace) -> str:
               "--caption", DEMO_CAPTION, "--cfg-scale", "2", "--top-k", "64", "--seed", "0", "--device", "cpu",
               "--out", str(out / "sample.mp4"), log=log)
     return f"sampled clip {out / 'sample.mp4'}; log {log}"
+
+
+@stage("eval")
+def _eval(out: Path, args: argparse.Namespace) -> str:
+    # The tokenizers' reconstruction beside baselines (videopoet eval tokenizer): 17-frame held-out clips so
+    # that rFVD (I3D) applies; the audio tokenizer against Opus 6 kbps and mu-law in the same run.
+    logs = out / "eval" / "logs"
+    videopoet("eval", "tokenizer", "video", "--checkpoint", str(out / "video_tokenizer" / "tokenizer"),
+              "--data", str(out / "clips"), "--out", str(out / "eval" / "tokenizer_video.json"), "data.frames=17",
+              log=logs / "eval-video.log")
+    videopoet("eval", "tokenizer", "audio", "--checkpoint", str(out / "audio_tokenizer" / "tokenizer"),
+              "--data", str(out / "clips"), "--out", str(out / "eval" / "tokenizer_audio.json"),
+              log=logs / "eval-audio.log")
+    runs = [json.loads((out / "eval" / f"tokenizer_{k}.json").read_text()).get("mlflow_run_id") for k in
+            ("video", "audio")]
+    return f"reports in {out / 'eval'} (MLflow runs {', '.join(str(r) for r in runs)}); logs in {logs}"
 
 
 def _tail(path: Path, n: int) -> list[str]:
