@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.resources import files
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
@@ -17,6 +19,7 @@ from videopoet.eval.clip_score import clipsim_from_embeddings, load_clip
 from videopoet.eval.frechet import FeatureStats
 from videopoet.eval.i3d_weights import WeightsError
 from videopoet.eval.inception_score import inception_score
+from videopoet.eval.lpips_score import load_lpips, lpips_videos
 from videopoet.eval.vggish import (
     MEL_BANDS,
     SAMPLE_RATE,
@@ -311,3 +314,52 @@ def test_fad_identical_zero_and_mean_shift():
     shift = np.linspace(-0.5, 0.5, 128)
     got = fad(FeatureStats.from_features(x), FeatureStats.from_features(x + shift))
     assert got == pytest.approx(float(shift @ shift), rel=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------- LPIPS
+
+
+def _alexnet_features_file(tmp_path):
+    torch.manual_seed(0)
+    features = torchvision.models.alexnet(weights=None).features
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path, features.eval()
+
+
+def test_lpips_with_a_local_alexnet_matches_the_formula(tmp_path):
+    path, features = _alexnet_features_file(tmp_path)
+    model = load_lpips(path)
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (2, 3, 64, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, a.shape), 0, 255).astype(np.uint8)
+    got = lpips_videos(a, b, model, batch_size=4)
+    assert got.shape == (2,) and (got > 0).all()
+    np.testing.assert_allclose(lpips_videos(a, a, model), 0.0, atol=1e-12)
+    linear = torch.load(files("lpips") / "weights" / "v0.1" / "alex.pth", map_location="cpu", weights_only=True)
+    shift = torch.tensor([-0.030, -0.088, -0.188])[:, None, None]
+    scale = torch.tensor([0.458, 0.448, 0.450])[:, None, None]
+
+    def taps(frame):  # relu1..relu5 of AlexNet's features, on LPIPS's scaled input
+        h, out = (torch.from_numpy(frame).permute(2, 0, 1).float() / 127.5 - 1 - shift) / scale, []
+        for i, layer in enumerate(features):
+            h = layer(h[None])[0]
+            if i in (1, 4, 7, 9, 11):
+                out.append(h / (h.pow(2).sum(0, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    with torch.no_grad():
+        brute = [np.mean([sum((linear[f"lin{k}.model.1.weight"][0, :, 0, 0][:, None, None] * (fa - fb) ** 2)
+                              .sum(0).mean().item() for k, (fa, fb) in enumerate(zip(taps(x), taps(y))))
+                          for x, y in zip(va, vb)]) for va, vb in zip(a, b)]
+    np.testing.assert_allclose(got, brute, rtol=1e-4)
+
+
+def test_lpips_missing_backbone_is_one_line(tmp_path):
+    with pytest.raises(MissingWeights) as err:
+        load_lpips(tmp_path / "alexnet-owt-7be5be79.pth")
+    assert "alexnet-owt-7be5be79.pth not found" in _one_line(err)
+    torch.save({"features.0.weight": torch.zeros(64, 3, 11, 11)}, tmp_path / "partial.pth")
+    with pytest.raises(BadWeights) as err:
+        load_lpips(tmp_path / "partial.pth")
+    assert "lacks features.0.bias" in _one_line(err)
