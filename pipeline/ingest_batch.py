@@ -23,6 +23,7 @@ from videopoet.pipeline.clip_shards import Clip, clip_members, write_tar_atomic
 from videopoet.pipeline.conditions import ConditionModel
 from videopoet.pipeline.ingest_config import IngestConfig
 from videopoet.pipeline.media import MediaConfig
+from videopoet.pipeline.media.config import LM_FORMATS
 from videopoet.pipeline.sources import InputSpec, open_local
 
 # Bump when decoding/selection semantics change in a way that changes clip bytes.
@@ -136,7 +137,9 @@ def apply_conditions(model: Any, decoded: list[DecodedInput], chunk: int) -> lis
     conds: list[list[Any]] = [[None] * len(d.clips) for d in decoded]
     if model is None:
         return conds
-    flat = [(i, j) for i, d in enumerate(decoded) if d.ok for j in range(len(d.clips))]
+    # Flow and depth condition the LM's stylization task only: the SR formats never get them.
+    flat = [(i, j) for i, d in enumerate(decoded) if d.ok for j in range(len(d.clips))
+            if d.clips[j].format in LM_FORMATS]
     for start in range(0, len(flat), chunk):
         part = flat[start:start + chunk]
         try:

@@ -72,7 +72,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("shard", "string", "clip rows: shard file, relative to the output directory"),
     ("window", "int32", "clip rows: window index within the input"),
     ("num_frames", "int32", "clip rows: 17, 41 or 1"),
-    ("format", "string", "clip rows: 'square' or 'portrait'"),
+    ("format", "string", "clip rows: a media.FORMATS name ('square', 'portrait'; SR: 'square_2x', ...)"),
     ("start_time_s", "float64", "clip rows: window start in source seconds"),
     ("has_audio", "bool", "clip rows: audio member present"),
     ("has_cond", "bool", "clip rows: cond member present"),

@@ -6,9 +6,12 @@ downsample (`lr_tokens`, grid (t, h/2, w/2)), the frozen text encoder's embeddin
 float32 [64, text_dim], little-endian bytes) with their mask, and the clip `key`. Ids lie in
 [0, 2^18). The file metadata carries `videopoet.sr_format_version` (a reader refuses any other),
 `videopoet.sr_hr_grid` ([t, h, w]) and `videopoet.sr_text_dim`: every row of a shard has that
-grid and width. Writes are atomic (`<name>.tmp` + rename).
+grid and width. Version 2 adds where the rows come from: `videopoet.sr_hr_format` (the ingest format
+of the HR clips, e.g. "portrait_2x"; "" for synthetic rows), `videopoet.sr_stage` (the cascade stage,
+1 or 2; 0 unknown) and `videopoet.sr_video_tokenizer_hash` (the tokenizer of both grids; "" unknown).
+Writes are atomic (`<name>.tmp` + rename).
 
-    write_sr_shard(path, rows, hr_grid=..., text_dim=...)   # rows validated; returns the count
+    write_sr_shard(path, rows, hr_grid=..., text_dim=..., hr_format=..., stage=..., video_tokenizer_hash=...)
     read_sr_shard(path) -> (rows, SRShardInfo)              # decoded rows (numpy), version checked
     sr_shard_info(path) -> SRShardInfo                       # footer only
     list_sr_shards(root)                                     # dir / shards folder / .parquet / glob
@@ -28,10 +31,13 @@ import numpy as np
 from videopoet.config import UsageError
 from videopoet.paths import resolve_shards
 
-SR_FORMAT_VERSION = 1
+SR_FORMAT_VERSION = 2  # 2: hr_format, stage and video_tokenizer_hash in the file metadata
 VERSION_KEY = b"videopoet.sr_format_version"
 GRID_KEY = b"videopoet.sr_hr_grid"
 TEXT_DIM_KEY = b"videopoet.sr_text_dim"
+HR_FORMAT_KEY = b"videopoet.sr_hr_format"
+STAGE_KEY = b"videopoet.sr_stage"
+TOKENIZER_KEY = b"videopoet.sr_video_tokenizer_hash"
 TEXT_SLOTS = 64
 NUM_CODES = 1 << 18
 COLUMNS = ("key", "hr_tokens", "lr_tokens", "text_emb", "text_mask")
@@ -51,6 +57,9 @@ class SRShardInfo:
     hr_grid: tuple[int, int, int]
     text_dim: int
     num_rows: int
+    hr_format: str = ""  # ingest format of the HR clips ("" = synthetic or unknown)
+    stage: int = 0  # cascade stage (0 = unknown)
+    video_tokenizer_hash: str = ""
 
     @property
     def lr_grid(self) -> tuple[int, int, int]:
@@ -65,11 +74,13 @@ def _check_grid(hr_grid: Sequence[int], where: str) -> tuple[int, int, int]:
     return grid  # type: ignore[return-value]
 
 
-def sr_schema(hr_grid: Sequence[int], text_dim: int):
+def sr_schema(hr_grid: Sequence[int], text_dim: int, hr_format: str = "", stage: int = 0,
+              video_tokenizer_hash: str = ""):
     import pyarrow as pa
 
     meta = {VERSION_KEY: str(SR_FORMAT_VERSION).encode(), GRID_KEY: json.dumps(list(hr_grid)).encode(),
-            TEXT_DIM_KEY: str(int(text_dim)).encode()}
+            TEXT_DIM_KEY: str(int(text_dim)).encode(), HR_FORMAT_KEY: str(hr_format).encode(),
+            STAGE_KEY: str(int(stage)).encode(), TOKENIZER_KEY: str(video_tokenizer_hash).encode()}
     return pa.schema([
         pa.field("key", pa.string(), nullable=False),
         pa.field("hr_tokens", pa.list_(pa.int32()), nullable=False),
@@ -127,8 +138,10 @@ def _list_array(values: list[np.ndarray], value_type):
 
 
 def write_sr_shard(path: str | Path, rows: Iterable[dict[str, Any]], *, hr_grid: Sequence[int], text_dim: int,
+                   hr_format: str = "", stage: int = 0, video_tokenizer_hash: str = "",
                    row_group_size: int = 64) -> int:
-    """Validate and write rows to one Parquet shard atomically (nothing written unless all are valid)."""
+    """Validate and write rows to one Parquet shard atomically (nothing written unless all are valid).
+    `hr_format`, `stage`, `video_tokenizer_hash`: where the rows come from (file metadata, version 2)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -137,7 +150,7 @@ def write_sr_shard(path: str | Path, rows: Iterable[dict[str, Any]], *, hr_grid:
     if int(text_dim) < 1:
         raise SRShardError(f"{path}: text_dim={text_dim} must be >= 1")
     norm = [normalize_sr_row(r, grid, int(text_dim), where=f"{path.name} row {i}") for i, r in enumerate(rows)]
-    schema = sr_schema(grid, text_dim)
+    schema = sr_schema(grid, text_dim, hr_format, stage, video_tokenizer_hash)
     table = pa.Table.from_arrays([
         pa.array([r["key"] for r in norm], type=pa.string()),
         _list_array([r["hr_tokens"] for r in norm], pa.int32()),
@@ -152,8 +165,9 @@ def write_sr_shard(path: str | Path, rows: Iterable[dict[str, Any]], *, hr_grid:
     return len(norm)
 
 
-def check_sr_metadata(metadata: dict | None, where: str) -> tuple[tuple[int, int, int], int]:
-    """Refuse a file that is not an SR shard of this version; its (hr_grid, text_dim)."""
+def check_sr_metadata(metadata: dict | None, where: str) -> tuple[tuple[int, int, int], int, str, int, str]:
+    """Refuse a file that is not an SR shard of this version; its (hr_grid, text_dim, hr_format, stage,
+    video_tokenizer_hash)."""
     metadata = metadata or {}
     version = metadata.get(VERSION_KEY)
     if version is None:
@@ -164,9 +178,12 @@ def check_sr_metadata(metadata: dict | None, where: str) -> tuple[tuple[int, int
     try:
         grid = _check_grid(json.loads(metadata[GRID_KEY]), where)
         text_dim = int(metadata[TEXT_DIM_KEY])
+        hr_format, stage = metadata[HR_FORMAT_KEY].decode(), int(metadata[STAGE_KEY])
+        tokenizer = metadata[TOKENIZER_KEY].decode()
     except (KeyError, ValueError, TypeError) as err:
-        raise SRShardError(f"{where}: SR shard metadata without a valid hr_grid/text_dim ({err})") from None
-    return grid, text_dim
+        raise SRShardError(f"{where}: SR shard metadata without a valid hr_grid/text_dim/hr_format/stage "
+                           f"({err})") from None
+    return grid, text_dim, hr_format, stage, tokenizer
 
 
 def sr_shard_info(path: str | Path) -> SRShardInfo:
@@ -175,8 +192,8 @@ def sr_shard_info(path: str | Path) -> SRShardInfo:
 
     try:
         with pq.ParquetFile(path) as pf:
-            grid, text_dim = check_sr_metadata(pf.schema_arrow.metadata, str(path))
-            return SRShardInfo(Path(path), grid, text_dim, pf.metadata.num_rows)
+            grid, text_dim, hr_format, stage, tokenizer = check_sr_metadata(pf.schema_arrow.metadata, str(path))
+            return SRShardInfo(Path(path), grid, text_dim, pf.metadata.num_rows, hr_format, stage, tokenizer)
     except SRShardError:
         raise
     except Exception as err:  # pyarrow raises ArrowInvalid for non-Parquet files

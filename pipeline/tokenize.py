@@ -15,6 +15,10 @@ presence commits unit B. A rerun skips committed units; `plan.json` pins the inp
 content settings and the model hashes, and a rerun with other tokenizer checkpoints is refused
 (recorded in refusals.jsonl, one clear error): token ids from two tokenizers must never share a
 dataset. Every engine runs the same read + tokenize, so outputs are byte-identical whatever the engine.
+
+`--mode sr --sr-format F` (tokenize_sr): the same job writing SR token shards (pipeline.sr_shards)
+of the clips in HR format F for `videopoet train-sr`; other clips are manifest rows of status
+"skipped" with a reason, as are the SR formats' clips in the LM mode.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from videopoet.jobs.run import run_job
 from videopoet.paths import output_dir, shards_base
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline.clip_shards import list_shards
+from videopoet.pipeline.sr_shards import SR_FORMAT_VERSION
 from videopoet.pipeline.token_shards import TOKEN_FORMAT_VERSION
 from videopoet.pipeline.tokenize_config import (
     HASH_KEYS,
@@ -59,7 +64,8 @@ from videopoet.pipeline.tokenize_encode import (
     tokenize_unit,
 )
 from videopoet.pipeline.tokenize_models import Models, load_models, model_identity
-from videopoet.pipeline.tokenize_stats import read_manifest, summarize, summary_line
+from videopoet.pipeline.tokenize_sr import tokenize_sr_unit
+from videopoet.pipeline.tokenize_stats import read_manifest, sr_summary_line, summarize, summarize_sr, summary_line
 from videopoet.tracking import Tracker
 
 __all__ = ["REFUSALS_FILE", "TOKENIZE_RECIPES", "TokenizeConfig", "TokenizeJob", "TokenizerMismatch", "read_manifest",
@@ -89,10 +95,11 @@ class TokenizeJob(DataJob[ShardUnit, UnitResult]):
         check_or_write_plan(self.out, plan)
 
     def progress_counts(self, r: UnitResult) -> tuple[int, dict[str, int]]:
-        return 1, {"ok": r.clips_ok, "failed": r.clips_failed}
+        # "skipped" is the bar's own word (units already committed): clips this mode skips are "not_taken"
+        return 1, {"ok": r.clips_ok, "failed": r.clips_failed, "not_taken": r.clips_skipped}
 
     def counters(self, r: UnitResult) -> dict[str, int]:
-        return {"clips_ok": r.clips_ok, "clips_failed": r.clips_failed}
+        return {"clips_ok": r.clips_ok, "clips_failed": r.clips_failed, "clips_skipped": r.clips_skipped}
 
     def setup(self) -> Models:
         return load_models(self.cfg, self.ident)
@@ -101,6 +108,8 @@ class TokenizeJob(DataJob[ShardUnit, UnitResult]):
         return read_unit(unit.index, unit.path, unit.name)
 
     def commit_unit(self, unit: ShardUnit, prepared: list[ReadUnit], models: Models) -> UnitResult:
+        if self.cfg.mode == "sr":
+            return tokenize_sr_unit(prepared[0], models, self.out, self.cfg)
         return tokenize_unit(prepared[0], models, self.out, self.cfg)
 
     def result_from_part(self, index: int) -> UnitResult:
@@ -109,15 +118,22 @@ class TokenizeJob(DataJob[ShardUnit, UnitResult]):
     def summarize(self, units: Sequence[ShardUnit], results: list[UnitResult], wall_s: float) -> dict[str, Any]:
         video_bits = int(read_meta(self.cfg.video_tokenizer)["config"]["bits"])
         plan = json.loads((self.out / mf.PLAN_FILE).read_text())
+        if self.cfg.mode == "sr":
+            return summarize_sr(self.out, self.cfg, len(units), video_bits, wall_s, results, plan)
         return summarize(self.out, self.cfg, len(units), video_bits, wall_s, results, plan)
 
     def summary_line(self, summary: dict[str, Any]) -> str:
-        return summary_line(summary)
+        return sr_summary_line(summary) if summary.get("mode") == "sr" else summary_line(summary)
 
     def track(self, tracker: Tracker, summary: dict[str, Any]) -> None:
         tracker.log_metrics({k: float(summary[k]) for k in (
-            "clips", "clips_ok", "clips_failed", "units", "units_this_run", "clips_this_run",
+            "clips", "clips_ok", "clips_failed", "clips_skipped", "units", "units_this_run", "clips_this_run",
             "wall_seconds", "clips_per_s")}, step=0)
+        if summary.get("mode") == "sr":
+            tracker.log_metrics({"video_codes_used": float(summary["codebook_usage"]["video"]["used"])}, step=0)
+            tracker.log_artifact(self.out / mf.SUMMARY_FILE)
+            tracker.log_artifact(self.out / mf.PLAN_FILE)
+            return
         tracker.log_metrics({f"samples_{t}": float(n) for t, n in summary["samples_per_task"].items()}, step=0)
         for level, f in summary["codebook_usage"].items():
             tracker.log_metrics({f"{level}_codes_used": float(f["used"]), f"{level}_perplexity": f["perplexity"]},
@@ -142,10 +158,15 @@ def input_shards(root: str) -> list[tuple[Path, str]]:
 
 def make_plan(cfg: TokenizeConfig, shards: list[tuple[Path, str]], ident: dict[str, str]) -> dict[str, Any]:
     listing = json.dumps([[name, p.stat().st_size] for p, name in shards], separators=(",", ":")).encode()
+    if cfg.mode == "sr":  # another output format and content: an LM output never resumes as SR, nor back
+        content = {"mode": "sr", "sr_format": cfg.sr_format, "sr_frames": cfg.sr_frames}
+        versions = {"sr_format_version": SR_FORMAT_VERSION}
+    else:  # (unchanged keys: LM outputs written before the SR mode existed still resume)
+        content = {"any_size": cfg.any_size}
+        versions = {"token_format_version": TOKEN_FORMAT_VERSION}
     return {
-        "tokenize_version": TOKENIZE_VERSION, "manifest_version": MANIFEST_VERSION,
-        "token_format_version": TOKEN_FORMAT_VERSION,
-        "content_config_hash": config_hash({"any_size": cfg.any_size}),
+        "tokenize_version": TOKENIZE_VERSION, "manifest_version": MANIFEST_VERSION, **versions,
+        "content_config_hash": config_hash(content),
         "inputs_sha256": hashlib.sha256(listing).hexdigest(), "num_units": len(shards),
         **ident,
     }
@@ -200,6 +221,8 @@ def config_from_args(args: argparse.Namespace) -> TokenizeConfig:
              + as_override("video_tokenizer", args.video_tokenizer)
              + as_override("audio_tokenizer", args.audio_tokenizer)
              + as_override("text_encoder", args.text_encoder) + as_override("device", args.device)
+             + as_override("mode", getattr(args, "mode", None))
+             + as_override("sr_format", getattr(args, "sr_format", None))
              + engine_overrides(args))
     return TOKENIZE_RECIPES.get(args.config, list(args.overrides) + flags)
 

@@ -18,6 +18,7 @@ import torch
 from videopoet.pipeline import manifest as mf
 from videopoet.pipeline import token_shards as ts
 from videopoet.pipeline.clip_shards import ClipItem, read_clip_shard
+from videopoet.pipeline.media.config import SR_INPUT_FORMATS
 from videopoet.pipeline.tokenize_checks import check_clip, video_format
 from videopoet.pipeline.tokenize_config import TokenizeConfig
 from videopoet.pipeline.tokenize_models import Models
@@ -56,6 +57,7 @@ class UnitResult:
     index: int
     clips_ok: int = 0
     clips_failed: int = 0
+    clips_skipped: int = 0  # manifest rows of status "skipped": clips this mode does not tokenize
     skipped: bool = False
     seconds: float = 0.0
 
@@ -154,17 +156,22 @@ def tokenize_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: Tokenize
     mf.clean_batch(out, unit.index)
     vcfg = models.video.cfg
     items = list(unit.items)
+    skipped: dict[str, tuple[str, str]] = {}
     for it in items:  # keys are unique within a unit: the reader groups members by key
-        if it.ok:
+        fmt = it.clip.meta.get("format") if it.ok else None
+        if isinstance(fmt, str) and fmt in SR_INPUT_FORMATS:  # a super-resolution target: no LM task takes it
+            skipped[it.key] = ("SRFormat", f"{unit.shard}: clip {it.key}: format {fmt!r} is a super-resolution "
+                                           f"format (tokenize it with --mode sr --sr-format {fmt})")
+        elif it.ok:
             check_clip(it, unit.shard, cfg, vcfg.spatial_factor, vcfg.temporal_factor)
 
-    ok = [it for it in items if it.ok]
+    ok = [it for it in items if it.ok and it.key not in skipped]
     video = _run_stage("video_tokenizer", _grouped(ok, lambda it: it.clip.rgb.shape),
                        lambda clips: _encode_videos(models, clips, cfg.encode_batch), unit.shard)
-    with_audio = [it for it in items if it.ok and it.clip.audio is not None and it.clip.rgb.shape[0] > 1]
+    with_audio = [it for it in ok if it.clip.audio is not None and it.clip.rgb.shape[0] > 1]
     audio = _run_stage("audio_tokenizer", _grouped(with_audio, lambda it: it.clip.audio.shape),
                        lambda clips: _encode_audio(models, clips, cfg.audio_batch), unit.shard)
-    captioned = [it for it in items if it.ok and it.clip.meta.get("caption", "").strip()]
+    captioned = [it for it in ok if it.clip.meta.get("caption", "").strip()]
 
     def encode_text(clips):
         emb, mask, trunc = models.text.encode([c.meta["caption"] for c in clips])
@@ -178,8 +185,11 @@ def tokenize_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: Tokenize
     shard_rel = f"{mf.SHARDS_DIR}/shard-{unit.index:06d}-00.parquet"
     for it in items:
         row = {"batch": unit.index, "input_shard": unit.shard, "key": it.key}
+        if it.key in skipped:
+            manifest_rows.append(skipped_row(row, *skipped[it.key]))
+            continue
         if not it.ok:
-            manifest_rows.append(_failed_row(row, it))
+            manifest_rows.append(failed_row(row, it))
             continue
         clip = it.clip
         frames, h, w = (int(x) for x in clip.rgb.shape[:3])
@@ -206,7 +216,7 @@ def tokenize_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: Tokenize
             ts.normalize_row(trow, ts.default_task_names(), where=unit.shard)
         except Exception as err:  # a row the trainer could not use is a failed clip, not a crash
             it.fail("row", type(err).__name__, f"{unit.shard}: clip {it.key}: {err}")
-            manifest_rows.append(_failed_row(row, it))
+            manifest_rows.append(failed_row(row, it))
             continue
         token_rows.append(trow)
         manifest_rows.append(dict(
@@ -220,14 +230,21 @@ def tokenize_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: Tokenize
     mf.write_bytes_atomic(stats_path(out, unit.index), mf.parquet_bytes(stats_table(token_rows, vcfg.bits)))
     # the commit marker: last
     mf.write_bytes_atomic(mf.part_path(out, unit.index), mf.parquet_bytes(manifest_table(manifest_rows)))
-    return UnitResult(index=unit.index, clips_ok=len(token_rows), clips_failed=len(items) - len(token_rows),
+    return UnitResult(index=unit.index, clips_ok=len(token_rows), clips_skipped=len(skipped),
+                      clips_failed=len(items) - len(token_rows) - len(skipped),
                       seconds=time.perf_counter() - t0 + unit.read_seconds)
 
 
 def result_from_part(out: str | Path, index: int) -> UnitResult:
     status = read_manifest(mf.part_path(Path(out), index)).column("status").to_pylist()
-    return UnitResult(index=index, skipped=True, clips_ok=status.count("ok"), clips_failed=status.count("failed"))
+    return UnitResult(index=index, skipped=True, clips_ok=status.count("ok"), clips_failed=status.count("failed"),
+                      clips_skipped=status.count("skipped"))
 
 
-def _failed_row(row: dict[str, Any], it: ClipItem) -> dict[str, Any]:
+def failed_row(row: dict[str, Any], it: ClipItem) -> dict[str, Any]:
     return dict(row, status="failed", stage=it.stage, error_class=it.error_class, message=it.message)
+
+
+def skipped_row(row: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+    """A clip this mode does not tokenize (not an error): status "skipped", the reason as error_class."""
+    return dict(row, status="skipped", stage="skip", error_class=reason, message=message)

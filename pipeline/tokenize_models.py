@@ -31,6 +31,9 @@ def model_identity(cfg: TokenizeConfig) -> dict[str, str]:
     ident: dict[str, str] = {}
     for name, path, kind in (("video_tokenizer", cfg.video_tokenizer, magvit2.CHECKPOINT_KIND),
                              ("audio_tokenizer", cfg.audio_tokenizer, soundstream.CHECKPOINT_KIND)):
+        if name == "audio_tokenizer" and cfg.mode == "sr":
+            ident[f"{name}_hash"] = ""  # SR shards hold no audio: the audio tokenizer is neither needed nor loaded
+            continue
         if not path:
             raise ConfigError(f"{name}='': give --{name.replace('_', '-')} CHECKPOINT_DIR")
         try:
@@ -54,12 +57,13 @@ def model_identity(cfg: TokenizeConfig) -> dict[str, str]:
 @dataclass
 class Models:
     video: Any
-    audio: Any
+    audio: Any  # None in the SR mode
     text: Any
     device: str
 
     def identity(self) -> dict[str, str]:
-        return {"video_tokenizer_hash": self.video.content_hash, "audio_tokenizer_hash": self.audio.content_hash,
+        audio_hash = self.audio.content_hash if self.audio is not None else ""
+        return {"video_tokenizer_hash": self.video.content_hash, "audio_tokenizer_hash": audio_hash,
                 "text_encoder_id": self.text.identity, "text_encoder_hash": self.text.content_hash}
 
 
@@ -76,14 +80,15 @@ def load_models(cfg: TokenizeConfig, expected: dict[str, str] | None = None) -> 
         # Same tokens on every run and worker: no autotuned (nondeterministic) kernels.
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    key = (cfg.video_tokenizer, cfg.audio_tokenizer, cfg.text_encoder, device)
+    audio_path = cfg.audio_tokenizer if cfg.mode != "sr" else ""
+    key = (cfg.video_tokenizer, audio_path, cfg.text_encoder, device)
     models = _MODELS.get(key)
     if models is not None and expected is not None and models.identity() != {k: expected.get(k) for k in HASH_KEYS}:
         models = None  # a checkpoint at the same path was replaced since it was cached: load it again
     if models is None:
         models = Models(
             video=VideoTokenizer.load(cfg.video_tokenizer, device=device).eval(),
-            audio=AudioTokenizer.load(cfg.audio_tokenizer, device=device).eval(),
+            audio=AudioTokenizer.load(audio_path, device=device).eval() if audio_path else None,
             text=TextEncoder(cfg.text_encoder or None, device=device),
             device=device,
         )

@@ -30,13 +30,14 @@ MANIFEST_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("batch", "int32", "work unit (= index of the input shard in sorted order)"),
     ("input_shard", "string", "input clip shard, relative to --input"),
     ("key", "string", "clip key ('' when a damaged shard gave no key)"),
-    ("status", "string", "'ok' or 'failed'"),
+    ("status", "string", "'ok', 'failed' or 'skipped' (a clip this mode does not tokenize)"),
     ("stage", "string", "failed: read, check, video_tokenizer, audio_tokenizer, text_encoder, row"),
-    ("error_class", "string", "failed: short reason (BadMember, DamagedShard, BadArray, BadSize, AudioLength, ...)"),
+    ("error_class", "string", "failed: short reason (BadMember, DamagedShard, BadArray, BadSize, AudioLength, ...); "
+                              "skipped: SRFormat (LM mode), OtherFormat, OtherLength, NoCaption (SR mode)"),
     ("message", "string", "failed: one line naming the shard, the clip and the reason"),
     ("token_shard", "string", "ok: token shard holding the row, relative to --output"),
     ("num_frames", "int32", "ok: 1, 17 or 41"),
-    ("video_format", "string", "ok: square or portrait"),
+    ("video_format", "string", "ok: square or portrait (SR mode: the HR format)"),
     ("latent_t", "int32", "ok: latent grid"),
     ("latent_h", "int32", ""),
     ("latent_w", "int32", ""),
@@ -181,18 +182,13 @@ def summarize(out: Path, cfg: TokenizeConfig, num_units: int, video_bits: int, w
     """manifest.parquet + summary.json (+ plots): counts, failures, task/length groups, codebook use."""
     merged = merge_manifest(out, num_units)
     table = read_manifest(merged)
-    status = table.column("status").to_pylist()
-    reasons: dict[str, int] = {}
-    for s, cls in zip(status, table.column("error_class").to_pylist()):
-        if s == "failed":
-            reasons[cls] = reasons.get(cls, 0) + 1
+    status, reasons, skips, counts = _status_counts(table)
     ok_keys = [k for k, st in zip(table.column("key").to_pylist(), status) if st == "ok"]
     usage, groups = read_stats(out, num_units, video_bits)
     fresh = [r for r in results if not r.skipped]
-    new_clips = sum(r.clips_ok + r.clips_failed for r in fresh)
+    new_clips = sum(r.clips_ok + r.clips_failed + r.clips_skipped for r in fresh)
     summary = {
-        "clips": len(status), "clips_ok": status.count("ok"), "clips_failed": status.count("failed"),
-        "failures_by_class": dict(sorted(reasons.items())),
+        **counts, "failures_by_class": reasons, "skips_by_reason": skips,
         "duplicate_keys": len(ok_keys) - len(set(ok_keys)),  # same clip in two input shards
         "units": num_units, "units_this_run": len(fresh), "clips_this_run": new_clips,
         "wall_seconds": wall_s, "clips_per_s": new_clips / wall_s if wall_s > 0 else 0.0,
@@ -208,8 +204,55 @@ def summarize(out: Path, cfg: TokenizeConfig, num_units: int, video_bits: int, w
     return summary
 
 
+def _status_counts(table: pa.Table) -> tuple[list[str], dict[str, int], dict[str, int], dict[str, int]]:
+    """statuses, failures by class, skips by reason, and the clip counts of a merged manifest."""
+    status = table.column("status").to_pylist()
+    by: dict[str, dict[str, int]] = {"failed": {}, "skipped": {}}
+    for s, cls in zip(status, table.column("error_class").to_pylist()):
+        if s in by:
+            by[s][cls] = by[s].get(cls, 0) + 1
+    counts = {"clips": len(status), "clips_ok": status.count("ok"), "clips_failed": status.count("failed"),
+              "clips_skipped": status.count("skipped")}
+    return status, dict(sorted(by["failed"].items())), dict(sorted(by["skipped"].items())), counts
+
+
+def summarize_sr(out: Path, cfg: TokenizeConfig, num_units: int, video_bits: int, wall_s: float,
+                 results: list[Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The SR mode's manifest.parquet + summary.json: counts, failures, skips, grids, HR codebook use."""
+    merged = merge_manifest(out, num_units)
+    table = read_manifest(merged)
+    status, reasons, skips, counts = _status_counts(table)
+    ok_keys = [k for k, st in zip(table.column("key").to_pylist(), status) if st == "ok"]
+    usage, _ = read_stats(out, num_units, video_bits)
+    grids = {(t, h, w) for st, t, h, w in zip(status, *(table.column(f"latent_{a}").to_pylist() for a in "thw"))
+             if st == "ok"}
+    fresh = [r for r in results if not r.skipped]
+    new_clips = sum(r.clips_ok + r.clips_failed + r.clips_skipped for r in fresh)
+    summary = {
+        "mode": "sr", "sr_format": cfg.sr_format, "sr_frames": cfg.sr_frames, **counts,
+        "failures_by_class": reasons, "skips_by_reason": skips, "duplicate_keys": len(ok_keys) - len(set(ok_keys)),
+        "hr_grids": sorted(list(g) for g in grids),
+        "units": num_units, "units_this_run": len(fresh), "clips_this_run": new_clips,
+        "wall_seconds": wall_s, "clips_per_s": new_clips / wall_s if wall_s > 0 else 0.0,
+        "codebook_usage": {"video": _usage_figures(usage["video"])},
+        "engine": cfg.engine, "device": cfg.device, "manifest": str(merged),
+        **{k: plan[k] for k in HASH_KEYS},
+    }
+    mf.write_json_atomic(out / mf.SUMMARY_FILE, summary)
+    return summary
+
+
+def sr_summary_line(s: dict[str, Any]) -> str:
+    skips = ", ".join(f"{k} {n}" for k, n in s["skips_by_reason"].items()) or "none"
+    return (f"tokenize --mode sr ({s['sr_format']}): {s['clips_ok']} clips ok, {s['clips_failed']} failed, "
+            f"{s['clips_skipped']} skipped ({skips}) in {s['units']} shards; HR grid "
+            f"{' '.join('x'.join(map(str, g)) for g in s['hr_grids']) or '-'}; HR codes used "
+            f"{s['codebook_usage']['video']['used']}; {s['clips_per_s']:.2f} clips/s in {s['wall_seconds']:.1f} s")
+
+
 def summary_line(s: dict[str, Any]) -> str:
     servable = sum(1 for n in s["samples_per_task"].values() if n)
-    return (f"tokenize: {s['clips_ok']} clips ok, {s['clips_failed']} failed ({s['clips_this_run']} this run) "
+    skipped = f", {s['clips_skipped']} skipped (SR formats)" if s.get("clips_skipped") else ""
+    return (f"tokenize: {s['clips_ok']} clips ok, {s['clips_failed']} failed{skipped} ({s['clips_this_run']} this run) "
             f"in {s['units']} shards; {servable} tasks servable; video codes used "
             f"{s['codebook_usage']['video']['used']}; {s['clips_per_s']:.2f} clips/s in {s['wall_seconds']:.1f} s")

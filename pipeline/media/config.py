@@ -7,7 +7,20 @@ from typing import Literal
 
 CLIP_FPS = 8
 AUDIO_RATE = 16000
-FORMATS = {"square": (128, 128), "portrait": (128, 224)}  # name -> (width, height)
+# name -> (width, height). The LM formats are what the LM models; the "_2x"/"_4x" ones are the
+# super-resolution cascade's high-resolution targets (same windows and frame pick, only for SR tokenize).
+FORMATS = {"square": (128, 128), "portrait": (128, 224),
+           "square_2x": (256, 256), "portrait_2x": (256, 448), "portrait_4x": (512, 896)}
+LM_FORMATS = ("square", "portrait")
+# HR format -> the format its SR stage starts from (half its width and height): the stage's input
+SR_INPUT_FORMATS = {"square_2x": "square", "portrait_2x": "portrait", "portrait_4x": "portrait_2x"}
+
+
+def sr_stage(hr_format: str) -> int:
+    """The cascade stage that produces `hr_format`: 1 from an LM format, 2 from a stage-1 output."""
+    return 1 if SR_INPUT_FORMATS[hr_format] in LM_FORMATS else 1 + sr_stage(SR_INPUT_FORMATS[hr_format])
+
+
 # The one list of still-image extensions: sources.py marks these inputs as images, images.py decodes
 # them (one 1-frame clip). GIF is not on it: a GIF is an animation and decodes as video.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -21,7 +34,7 @@ class MediaConfig:
     clip_frames: tuple[int, ...] = (17,)  # 17 (2.125 s) and/or 41 (5.125 s)
     clips_per_video: int = 4  # max windows per video per length (0 = as many as fit)
     clip_stride_s: float | None = None  # None: non-overlapping windows; else stride in seconds
-    formats: tuple[str, ...] = ("square",)  # "square" 128x128, "portrait" 128w x 224h
+    formats: tuple[str, ...] = ("square",)  # "square" 128x128, "portrait" 128w x 224h; SR: FORMATS
     decoder: Literal["pyav", "decord"] = "pyav"  # docs/architecture.md "Media decoding": why PyAV
     audio: bool = True
     flow: Literal["dis", "raft", "none"] = "dis"

@@ -71,9 +71,11 @@ def test_sr_shard_round_trip_and_refusals(tmp_path):
     assert list_sr_shards(tmp_path) == [path]
     # another format version: refused, one line naming the version
     table = pq.read_table(path)
-    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, VERSION_KEY: b"2"}), tmp_path / "v2.parquet")
-    with pytest.raises(SRShardError, match=f"format version 2, this code reads {SR_FORMAT_VERSION}") as err:
-        read_sr_shard(tmp_path / "v2.parquet")
+    other = SR_FORMAT_VERSION + 1
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, VERSION_KEY: str(other).encode()}),
+                   tmp_path / "other.parquet")
+    with pytest.raises(SRShardError, match=f"format version {other}, this code reads {SR_FORMAT_VERSION}") as err:
+        read_sr_shard(tmp_path / "other.parquet")
     assert "\n" not in str(err.value)
     pq.write_table(table.replace_schema_metadata({}), tmp_path / "plain.parquet")
     with pytest.raises(SRShardError, match="not a videopoet SR token shard"):
