@@ -160,7 +160,7 @@ def make_plan(cfg: TokenizeConfig, shards: list[tuple[Path, str]], ident: dict[s
     listing = json.dumps([[name, p.stat().st_size] for p, name in shards], separators=(",", ":")).encode()
     if cfg.mode == "sr":  # another output format and content: an LM output never resumes as SR, nor back
         content = {"mode": "sr", "sr_format": cfg.sr_format, "sr_frames": cfg.sr_frames}
-        versions = {"sr_format_version": SR_FORMAT_VERSION}
+        versions = {"mode": "sr", "sr_format_version": SR_FORMAT_VERSION}
     else:  # (unchanged keys: LM outputs written before the SR mode existed still resume)
         content = {"any_size": cfg.any_size}
         versions = {"token_format_version": TOKEN_FORMAT_VERSION}
@@ -178,6 +178,10 @@ def check_or_write_plan(out: Path, plan: dict[str, Any]) -> None:
     path = out / mf.PLAN_FILE
     if path.is_file():
         old = json.loads(path.read_text())
+        old_mode, new_mode = old.get("mode", "lm"), plan.get("mode", "lm")
+        if old_mode != new_mode:
+            raise ConfigError(f"output={out}: holds {old_mode.upper()} token shards (tokenize --mode {old_mode}); "
+                              f"a --mode {new_mode} run needs another --output")
         diff = [k for k in HASH_KEYS if old.get(k) != plan[k]]
         if diff:
             detail = "; ".join(f"{k}: output has {old.get(k)}, given {plan[k]}" for k in diff)

@@ -128,6 +128,22 @@ def test_hr_format_size_frame_pick_and_no_conditions(ingested):
     assert np.abs(hr_small - clips[("big.mp4", "square")].rgb).mean() < 6
 
 
+def test_portrait_cascade_formats(sources, tmp_path):
+    """portrait (128x224) -> portrait_2x (256x448) -> portrait_4x (512x896), width x height: one window,
+    the same source frames, and each stage's 2x downsample looks like the format below it."""
+    listing = tmp_path / "big.jsonl"
+    listing.write_text(sources.read_text().splitlines()[0] + "\n")
+    clips = _ingest(listing, tmp_path / "clips", ["portrait", "portrait_2x", "portrait_4x"])
+    sizes = {fmt: clips[("big.mp4", fmt)].rgb.shape for fmt in ("portrait", "portrait_2x", "portrait_4x")}
+    assert sizes == {"portrait": (17, 224, 128, 3), "portrait_2x": (17, 448, 256, 3), "portrait_4x": (17, 896, 512, 3)}
+    picks = {tuple(c.meta["source_frame_indices"]) for c in clips.values()}
+    assert len(picks) == 1
+    for hr, lr in (("portrait_4x", "portrait_2x"), ("portrait_2x", "portrait")):
+        diff = np.abs(downsample_2x(clips[("big.mp4", hr)].rgb).astype(int) - clips[("big.mp4", lr)].rgb)
+        # the median: 896x512 enlarges the 600 px source (bicubic), which rings on the 1-px checkerboard
+        assert np.median(diff) <= 3 and diff.mean() < 12, (hr, lr, np.median(diff), diff.mean())
+
+
 def test_hr_formats_are_antialiased(ingested):
     """The 1-px checkerboard (600 px source -> 256 and 128) averages to flat grey; point sampling the
     same source frame at the same positions gives full-contrast stripes (what aliasing would look like)."""
@@ -236,6 +252,23 @@ def test_lm_mode_skips_hr_clips_and_shares_text_embeddings(ingested, sr_local, c
 
     with pytest.raises((ConfigError, ValueError), match="sr_format"):
         TOKENIZE_RECIPES.get("tiny", ["mode=sr", "sr_format=square"]).validate()
+
+
+def test_rerun_changes_nothing_and_modes_never_mix(sr_input, sr_local, ckpts, output_digests):
+    from videopoet.config import ConfigError
+
+    before = output_digests(sr_local, ("stats",))
+    base = [f"input={sr_input}", f"output={sr_local}", "engine=local", f"video_tokenizer={ckpts / 'video'}",
+            "progress=false", "track=false", "torch_threads=1"]
+    again = run_tokenize(TOKENIZE_RECIPES.get("tiny", base + ["mode=sr", "sr_format=square_2x"]))
+    assert again["units_this_run"] == 0 and again["clips_ok"] == 2
+    assert output_digests(sr_local, ("stats",)) == before
+    # the LM mode, or another HR format, into this output: refused by the plan (other content settings)
+    for extra, why in ((["mode=lm", f"audio_tokenizer={ckpts / 'audio'}"], "holds SR token shards"),
+                       (["mode=sr", "sr_format=portrait_2x"], "content_config_hash")):
+        with pytest.raises(ConfigError, match=why):
+            run_tokenize(TOKENIZE_RECIPES.get("tiny", base + extra))
+    assert output_digests(sr_local, ("stats",)) == before
 
 
 def test_ray_engine_writes_the_same_bytes(sr_input, sr_local, ckpts, output_digests, ray_local, tmp_path):
