@@ -9,7 +9,9 @@ CLIP backbones are not comparable: VideoPoet uses ViT-B/16.
 Weights: `load_clip(path)` takes a local transformers CLIPModel directory (config.json plus model.safetensors or
 pytorch_model.bin, possibly sharded, and the tokenizer files vocab.json + merges.txt or tokenizer.json), e.g. a
 copy of openai/clip-vit-base-patch16; it is read with local_files_only=True and never downloads. Its config carries
-hidden_act "quick_gelu" for OpenAI weights (the QuickGELU caveat of open_clip does not arise here). Image
+hidden_act "quick_gelu" for OpenAI weights. Or an OpenAI / open_clip state-dict file (ViT-B-16 etc.), converted
+to the transformers layout by `videopoet.eval.clip_convert` (QuickGELU by default, `quick_gelu=False` for
+open_clip models trained with GELU). `.weights_sha256` hashes the weight file(s) as given. Image
 preprocessing is the directory's preprocessor_config.json when present, else OpenAI's: resize the short side to the
 model's image size with PIL bicubic, centre crop, OpenAI mean/std (transformers' CLIPImageProcessorPil, the PIL
 path OpenAI's own `clip.load` preprocessing uses). Captions are truncated at the text model's context (77).
@@ -24,10 +26,12 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 
+from videopoet.eval.clip_convert import clip_from_openai_state
 from videopoet.eval.weights_errors import MissingWeights, require_path, sha256_files
 
 WEIGHT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "pytorch_model.bin", "pytorch_model-*-of-*.bin")
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 HINT = ("put a transformers CLIPModel directory there (config.json, model.safetensors, vocab.json, merges.txt), "
         "e.g. a local copy of openai/clip-vit-base-patch16")
 
@@ -112,25 +116,44 @@ class ClipScorer:
         return clipsim_from_embeddings(per_video, self.text_embeddings(captions), self.scale)
 
 
-def load_clip(path, device: str | torch.device = "cpu", scale: float = 1.0) -> ClipScorer:
-    """A ClipScorer from a local transformers CLIP directory (see the module docstring); never downloads."""
-    directory = require_path(path, "CLIP weights", HINT, kind="dir")
-    require_path(directory / "config.json", "CLIP weights", HINT)
-    weights = _weight_files(directory)
-    if not weights:
-        raise MissingWeights(f"CLIP weights: {directory} has no model.safetensors or pytorch_model.bin; {HINT}")
-    if not any(all((directory / f).is_file() for f in group) for group in TOKENIZER_FILES):
-        raise MissingWeights(f"CLIP weights: {directory} has no tokenizer (vocab.json + merges.txt, or "
-                             f"tokenizer.json); copy them from the same CLIP release")
+def _processor(directory: Path, image_size: int) -> CLIPImageProcessorPil:
+    if (directory / "preprocessor_config.json").is_file():
+        return CLIPImageProcessorPil.from_pretrained(str(directory), local_files_only=True)
+    return CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size,
+                                                                                "width": image_size})
+
+
+def load_clip(path, device: str | torch.device = "cpu", scale: float = 1.0, quick_gelu: bool = True) -> ClipScorer:
+    """A ClipScorer from a local CLIP (see the module docstring); never downloads.
+
+    `path` is a transformers CLIPModel directory, or an OpenAI / open_clip state-dict file (or a directory holding
+    open_clip_model.safetensors / open_clip_pytorch_model.bin without config.json), converted by
+    `videopoet.eval.clip_convert`; `quick_gelu` applies to the latter only (a transformers config says its own).
+    """
     if scale not in (1, 100):
         raise ValueError(f"CLIPSIM: scale must be 1 (paper) or 100 (torchmetrics), got {scale}")
-    model = CLIPModel.from_pretrained(str(directory), local_files_only=True).eval().requires_grad_(False).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    if (directory / "preprocessor_config.json").is_file():
-        processor = CLIPImageProcessorPil.from_pretrained(str(directory), local_files_only=True)
+    given = Path(path).expanduser() if path not in (None, "") else None
+    if given is not None and given.is_dir() and not (given / "config.json").is_file():
+        open_clip_files = [given / name for name in OPEN_CLIP_FILES if (given / name).is_file()]
+        given = open_clip_files[0] if open_clip_files else given
+    if given is not None and given.is_file():
+        model, tokenizer = clip_from_openai_state(given, quick_gelu)
+        directory, weights, label = given.parent, [given], given.name
+        kind = "quick_gelu" if quick_gelu else "gelu"
     else:
-        size = model.config.vision_config.image_size
-        processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        directory = require_path(path, "CLIP weights", HINT, kind="dir")
+        require_path(directory / "config.json", "CLIP weights", HINT)
+        weights = _weight_files(directory)
+        if not weights:
+            raise MissingWeights(f"CLIP weights: {directory} has no model.safetensors or pytorch_model.bin; {HINT}")
+        if not any(all((directory / f).is_file() for f in group) for group in TOKENIZER_FILES):
+            raise MissingWeights(f"CLIP weights: {directory} has no tokenizer (vocab.json + merges.txt, or "
+                                 f"tokenizer.json); copy them from the same CLIP release")
+        model = CLIPModel.from_pretrained(str(directory), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        kind, label = model.config.vision_config.hidden_act, directory.name
+    model = model.eval().requires_grad_(False).to(device)
     vision = model.config.vision_config
-    name = f"clip-{directory.name} (vit width {vision.hidden_size}, patch {vision.patch_size}, {vision.image_size}px)"
+    processor = _processor(directory, vision.image_size)
+    name = f"clip-{label} (vit width {vision.hidden_size}, patch {vision.patch_size}, {vision.image_size}px, {kind})"
     return ClipScorer(model, tokenizer, processor, sha256_files(weights), name, float(scale))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from importlib.resources import files
@@ -363,3 +364,95 @@ def test_lpips_missing_backbone_is_one_line(tmp_path):
     with pytest.raises(BadWeights) as err:
         load_lpips(tmp_path / "partial.pth")
     assert "lacks features.0.bias" in _one_line(err)
+
+
+# ----------------------------------------------------------------------------------------------- OpenAI-layout CLIP
+
+
+def _openai_state(width: int = 64, layers: int = 2, patch: int = 8, grid: int = 4, context: int = 16,
+                  vocab: int = 516, embed: int = 24) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape, std=0.2):
+        return torch.randn(*shape, generator=g) * std
+
+    state = {"visual.conv1.weight": r(width, 3, patch, patch), "visual.class_embedding": r(width),
+             "visual.positional_embedding": r(grid * grid + 1, width), "visual.proj": r(width, embed),
+             "token_embedding.weight": r(vocab, width), "positional_embedding": r(context, width),
+             "text_projection": r(width, embed), "logit_scale": torch.tensor(4.6)}
+    for prefix in ("visual.", ""):
+        for name in ("ln_pre", "ln_post") if prefix else ("ln_final",):
+            state[f"{prefix}{name}.weight"], state[f"{prefix}{name}.bias"] = 1 + r(width), r(width)
+        for i in range(layers):
+            b = f"{prefix}transformer.resblocks.{i}."
+            state.update({b + "attn.in_proj_weight": r(3 * width, width), b + "attn.in_proj_bias": r(3 * width),
+                          b + "attn.out_proj.weight": r(width, width), b + "attn.out_proj.bias": r(width),
+                          b + "mlp.c_fc.weight": r(4 * width, width), b + "mlp.c_fc.bias": r(4 * width),
+                          b + "mlp.c_proj.weight": r(width, 4 * width), b + "mlp.c_proj.bias": r(width)})
+            for ln in ("ln_1", "ln_2"):
+                state[b + ln + ".weight"], state[b + ln + ".bias"] = 1 + r(width), r(width)
+    return state
+
+
+def _openai_blocks(x, state, prefix, causal):
+    """OpenAI CLIP's ResidualAttentionBlocks (QuickGELU), written from its model.py structure."""
+    width = x.shape[-1]
+    mask = torch.full((x.shape[1],) * 2, float("-inf")).triu(1) if causal else None
+    for i in range(_count_blocks(state, prefix)):
+        b = f"{prefix}transformer.resblocks.{i}."
+        attn = torch.nn.MultiheadAttention(width, width // 64, batch_first=True)
+        attn.load_state_dict({k: state[b + "attn." + k] for k in
+                              ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")})
+        h = torch.nn.functional.layer_norm(x, (width,), state[b + "ln_1.weight"], state[b + "ln_1.bias"])
+        x = x + attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+        h = torch.nn.functional.layer_norm(x, (width,), state[b + "ln_2.weight"], state[b + "ln_2.bias"])
+        h = torch.nn.functional.linear(h, state[b + "mlp.c_fc.weight"], state[b + "mlp.c_fc.bias"])
+        h = h * torch.sigmoid(1.702 * h)
+        x = x + torch.nn.functional.linear(h, state[b + "mlp.c_proj.weight"], state[b + "mlp.c_proj.bias"])
+    return x
+
+
+def _count_blocks(state, prefix):
+    return len({k[len(prefix):].split(".")[2] for k in state if k.startswith(prefix + "transformer.resblocks.")})
+
+
+def _openai_encode_image(pixels, state):
+    ln = torch.nn.functional.layer_norm
+    x = torch.nn.functional.conv2d(pixels, state["visual.conv1.weight"], stride=state["visual.conv1.weight"].shape[-1])
+    x = x.flatten(2).transpose(1, 2)
+    cls = state["visual.class_embedding"].expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], 1) + state["visual.positional_embedding"]
+    w = x.shape[-1]
+    x = _openai_blocks(ln(x, (w,), state["visual.ln_pre.weight"], state["visual.ln_pre.bias"]), state, "visual.", False)
+    return ln(x[:, 0], (w,), state["visual.ln_post.weight"], state["visual.ln_post.bias"]) @ state["visual.proj"]
+
+
+def _openai_encode_text(ids, state):
+    x = state["token_embedding.weight"][ids] + state["positional_embedding"][:ids.shape[1]]
+    x = _openai_blocks(x, state, "", True)
+    x = torch.nn.functional.layer_norm(x, (x.shape[-1],), state["ln_final.weight"], state["ln_final.bias"])
+    return x[torch.arange(ids.shape[0]), ids.argmax(-1)] @ state["text_projection"]  # eot has the largest id
+
+
+def test_openai_layout_clip_converts_and_matches_a_reference_forward(tmp_path):
+    with gzip.open(tmp_path / "bpe_simple_vocab_16e6.txt.gz", "wt", encoding="utf-8") as fh:
+        fh.write("#version: 0.2\nc a\nca t</w>\n")  # 512 byte symbols + 2 merges + 2 specials = 516 ids
+    state = _openai_state()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "ViT-tiny.pt")
+    scorer = load_clip(tmp_path / "ViT-tiny.pt")
+    assert scorer.model.config.vision_config.hidden_act == "quick_gelu" and "quick_gelu" in scorer.name
+    ids = scorer.tokenizer(["a cat"])["input_ids"][0]
+    assert ids == [514, 256 + ord("a") - ord("!"), 513, 515]  # <sot> a</w> cat</w> <eot>, OpenAI's vocab order
+    frames = np.random.default_rng(6).integers(0, 256, (3, 40, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        image = _openai_encode_image(torch.stack([_openai_preprocess(f, 32) for f in frames]), state).numpy()
+        text = _openai_encode_text(torch.tensor([ids, ids[:1] + [513, 515, 515]]), state).numpy()
+    np.testing.assert_allclose(scorer.image_embeddings(frames), image, atol=1e-4)
+    np.testing.assert_allclose(scorer.text_embeddings(["a cat", "cat"]), text, atol=1e-4)
+    assert scorer.weights_sha256 == hashlib.sha256((tmp_path / "ViT-tiny.pt").read_bytes()).hexdigest()
+    gelu = load_clip(tmp_path / "ViT-tiny.pt", quick_gelu=False)
+    assert np.abs(gelu.image_embeddings(frames) - image).max() > 1e-3  # the QuickGELU caveat is observable
+    (tmp_path / "bpe_simple_vocab_16e6.txt.gz").unlink()
+    with pytest.raises(MissingWeights) as err:
+        load_clip(tmp_path / "ViT-tiny.pt")
+    assert "no tokenizer" in _one_line(err)
