@@ -30,9 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from videopoet.eval.weights_errors import BadWeights, MissingWeights, require_path, sha256_files
+from videopoet.eval.weights_errors import BadWeights, MissingWeights, load_state_dict_file, require_path, sha256_files
 
 NUM_FRAMES = 16
 SIZE = 112
@@ -88,12 +87,7 @@ def _read_state(path: Path) -> dict[str, np.ndarray]:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    if path.suffix == ".safetensors":
-        return {k: v.numpy() for k, v in load_file(str(path)).items()}
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise BadWeights(f"C3D weights: {path} holds a {type(state).__name__}, not a state dict")
-    state = state.get("state_dict", state)
+    state = load_state_dict_file(path, "C3D weights")
     return {k: v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in state.items()}
 
 

@@ -23,10 +23,9 @@ import gzip
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel, CLIPTokenizer
 
-from videopoet.eval.weights_errors import BadWeights, MissingWeights
+from videopoet.eval.weights_errors import BadWeights, MissingWeights, load_state_dict_file
 
 OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_MERGES = 49152 - 256 - 2  # SimpleTokenizer keeps the first 48894 merges of its file
@@ -34,13 +33,7 @@ IGNORED = {"input_resolution", "context_length", "vocab_size"}
 
 
 def read_openai_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise BadWeights(f"CLIP weights: {path} holds a {type(state).__name__}, not a state dict")
-    state = state.get("state_dict", state)
+    state = load_state_dict_file(path, "CLIP weights")
     return {k.removeprefix("module."): v for k, v in state.items() if k not in IGNORED}
 
 

@@ -18,21 +18,11 @@ from importlib.resources import files
 import lpips
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from videopoet.eval.weights_errors import BadWeights, require_path, sha256_files
+from videopoet.eval.weights_errors import BadWeights, load_state_dict_file, require_path, sha256_files
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
                   "squeeze": "squeezenet1_1-b8a52dc0.pth"}
-
-
-def _read_state(path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise BadWeights(f"LPIPS backbone: {path} holds a {type(state).__name__}, not a state dict")
-    return state
 
 
 def load_lpips(backbone_path, device: str | torch.device = "cpu", net: str = "alex") -> lpips.LPIPS:
@@ -41,7 +31,7 @@ def load_lpips(backbone_path, device: str | torch.device = "cpu", net: str = "al
         raise ValueError(f"LPIPS: net must be one of {', '.join(BACKBONE_FILES)}, got {net!r}")
     hint = f"put torchvision's ImageNet {net} weights there ({BACKBONE_FILES[net]}; only features.* is read)"
     path = require_path(backbone_path, "LPIPS backbone", hint)
-    state = _read_state(path)
+    state = load_state_dict_file(path, "LPIPS backbone")
     with warnings.catch_warnings():  # torchvision's deprecation notice for lpips' pretrained=False call
         warnings.simplefilter("ignore")
         model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)

@@ -26,10 +26,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from videopoet.eval.frechet import FeatureStats, frechet_distance
-from videopoet.eval.weights_errors import BadWeights, require_path, sha256_files
+from videopoet.eval.weights_errors import BadWeights, load_state_dict_file, require_path, sha256_files
 
 SAMPLE_RATE = 16000
 WINDOW = 400  # 25 ms
@@ -118,12 +117,7 @@ class VGGish(nn.Module):
 def load_vggish(path, device: str | torch.device = "cpu", post_relu: bool = False) -> VGGish:
     """VGGish from a local torchvggish state dict (.pth/.pt via weights_only, or .safetensors); never downloads."""
     path = require_path(path, "VGGish weights", HINT)
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise BadWeights(f"VGGish weights: {path} holds a {type(state).__name__}, not a state dict")
+    state = load_state_dict_file(path, "VGGish weights")
     names = [f"features.{i}.{p}" for i in CONV_INDICES for p in ("weight", "bias")]
     names += [f"embeddings.{i}.{p}" for i in FC_INDICES for p in ("weight", "bias")]
     missing = [n for n in names if n not in state]

@@ -8,8 +8,13 @@ that uses it, downloads: a missing file is the user's to put in place, and the m
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Iterable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from videopoet.config import UsageError
 from videopoet.eval.i3d_weights import WeightsError
@@ -43,3 +48,36 @@ def sha256_files(paths: Iterable[Path]) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in z.namelist())
+
+
+def load_state_dict_file(path: Path, what: str) -> dict:
+    """A state dict from .safetensors, or a torch file read with weights_only=True; one-line BadWeights otherwise.
+
+    A TorchScript archive (StyleGAN-V's c3d_ucf101.pt / i3d_torchscript.pt, OpenAI's ViT-B-16.pt) is refused: loading
+    it runs its code. A `state_dict` wrapper (as Lightning saves) is unwrapped.
+    """
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except SafetensorError as err:
+            raise BadWeights(f"{what}: {path} is not a readable safetensors file ({err})") from None
+    if _is_torchscript(path):
+        raise BadWeights(f"{what}: {path} is a TorchScript archive, which is not loaded (it would run code); save its "
+                         f"state_dict() to a .pt where you trust the file, and give that")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError for a foreign file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadWeights(f"{what}: {path} is not a weights-only torch state dict ({first})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BadWeights(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
+    return state

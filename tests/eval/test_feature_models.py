@@ -456,3 +456,21 @@ def test_openai_layout_clip_converts_and_matches_a_reference_forward(tmp_path):
     with pytest.raises(MissingWeights) as err:
         load_clip(tmp_path / "ViT-tiny.pt")
     assert "no tokenizer" in _one_line(err)
+
+
+class _NotWeights:
+    """A pickled object that weights_only loading must refuse to build."""
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit's deprecation notices: we only make an archive
+def test_torchscript_and_foreign_pickles_are_refused_in_one_line(tmp_path):
+    scripted = tmp_path / "c3d_ucf101.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    with pytest.raises(BadWeights) as err:
+        load_c3d(scripted)
+    assert "TorchScript archive" in _one_line(err)
+    foreign = tmp_path / "vggish.pth"
+    torch.save({"features.0.weight": _NotWeights()}, foreign)
+    with pytest.raises(BadWeights) as err:
+        load_vggish(foreign)
+    assert "not a weights-only torch state dict" in _one_line(err)
