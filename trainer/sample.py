@@ -199,6 +199,9 @@ def check_request(args: argparse.Namespace) -> None:
         raise SampleError(f"--out {args.out}: .png holds one image; use .mp4 for video")
     if out == ".wav" and lt not in ("v2a", "avcont") and not args.audio_tokenizer:
         raise SampleError(f"--out {args.out}: .wav holds audio; --task {task} generates none")
+    sr_flags = [f for f in ("sr_steps", "sr_text_scale", "sr_lr_scale") if getattr(args, f, None) is not None]
+    if sr_flags and not getattr(args, "super_resolve", None):
+        raise SampleError(f"--{sr_flags[0].replace('_', '-')} applies with --super-resolve")
     if getattr(args, "super_resolve", None):
         if lt in ("t2i", "v2a") or out in (".png", ".wav") or args.extend:
             raise SampleError("--super-resolve takes the 17-frame video of a video task (no t2i, v2a, .png, "

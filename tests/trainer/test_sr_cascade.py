@@ -91,6 +91,8 @@ def test_grid_mismatch_is_one_line_and_exit_2(models, tmp_path, capsys):
     assert main(base_args(models) + ["--task", "t2i", "--caption", "x", "--super-resolve",
                                      str(models / "sr_demo"), "--out", str(tmp_path / "a.png")]) == 2
     assert "--super-resolve takes the 17-frame video" in capsys.readouterr().err
+    assert main(base_args(models) + ["--task", "uncond", "--sr-steps", "3", "--out", str(out)]) == 2
+    assert "--sr-steps applies with --super-resolve" in capsys.readouterr().err
     assert main(base_args(models) + ["--task", "uncond", "--super-resolve", str(tmp_path / "nope"),
                                      "--out", str(out)]) == 2
     assert "no such checkpoint directory" in capsys.readouterr().err

@@ -151,10 +151,11 @@ def run_cascade(stages: list[SRStage], tokens: torch.Tensor, text_emb: torch.Ten
         tokens = sample(st.model, tokens, text_emb, text_mask, cfg)
         outputs.append(tokens)
         if progress:
+            guidance = (f"text {cfg.text_scale:g} / LR {cfg.lr_scale:g}" if text_emb is not None
+                        else f"LR {cfg.lr_scale:g} (no caption)")
             print(f"super-resolve stage {k + 1}/{len(stages)} ({st.path}, trained as stage {st.stage}): tokens "
-                  f"{_grid(st.lr_grid)} -> {_grid(st.hr_grid)}, {cfg.steps} steps, guidance text "
-                  f"{st.sampling.text_scale:g}{'' if text_emb is not None else ' (no caption)'} / LR "
-                  f"{cfg.lr_scale:g}, seed {cfg.seed}: {time.perf_counter() - t0:.1f} s", flush=True)
+                  f"{_grid(st.lr_grid)} -> {_grid(st.hr_grid)}, {cfg.steps} steps, guidance {guidance}, seed "
+                  f"{cfg.seed}: {time.perf_counter() - t0:.1f} s", flush=True)
     return outputs
 
 
