@@ -23,7 +23,7 @@ Examples:
 --mode sr writes SR token shards instead (for `videopoet train-sr`): per clip of --sr-format, the
 HR tokens, the tokens of its bicubic 2x downsample and the text embeddings; other clips are skipped
 with a reason, and no audio tokenizer is needed:
-    videopoet tokenize --mode sr --sr-format portrait_2x --input /data/clips --output /data/sr1_tokens \
+    videopoet tokenize --mode sr --sr-format portrait_2x --input /data/clips --output /data/sr1_tokens \\
         --video-tokenizer ckpt/magvit2"""
 
 
