@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from videopoet.jobs.cli_args import add_engine_arguments
+
 NAME = "eval"
-HELP = "evaluate a model: tokenizer reconstruction against baselines"
+HELP = "evaluate a model: generation metrics on paper protocols, tokenizer reconstruction"
 DESCRIPTION = """\
 Evaluate on held-out clips and print a table beside baselines computed in the same run; writes a JSON
 report to --out and logs to MLflow.
@@ -63,8 +65,50 @@ def _tokenizer(parser: argparse.ArgumentParser) -> None:
                              formatter_class=argparse.RawDescriptionHelpFormatter))
 
 
-# `generate` and `score` (LM generation metrics) join here later.
-TARGETS = {"tokenizer": (_tokenizer, "tokenizer reconstruction on held-out clips, beside baselines")}
+def _generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", required=True, help="protocol name (`videopoet eval protocol` lists them)")
+    parser.add_argument("--data", required=True, help="the protocol's dataset, a local copy in its own layout")
+    parser.add_argument("--out", required=True, help="output directory (rerun the same command to resume)")
+    parser.add_argument("--checkpoint", help="consolidated LM export (videopoet-lm) that generates the samples")
+    parser.add_argument("--video-tokenizer", help="MAGVIT-v2 checkpoint directory the LM's tokens come from")
+    parser.add_argument("--text-encoder", help="text encoder directory (default: the embedded MiniLM)")
+    parser.add_argument("--generated", help="instead of the LM: a folder of .mp4 named <index:06d>.mp4 or "
+                                            "<example key>.mp4 (videos made elsewhere)")
+    parser.add_argument("--clip", help="CLIP ViT-B/16 transformers directory (CLIPSIM)")
+    parser.add_argument("--c3d", help="C3D UCF-101 weights file (IS)")
+    parser.add_argument("--c3d-mean", help="TGAN2 mean2.npz when the C3D file has no mean clip")
+    parser.add_argument("--cache-dir", help="real-set statistics cache (default ~/.cache/videopoet/real_stats)")
+    parser.add_argument("--num-samples", type=int, help="samples per metric group (default: the protocol's)")
+    parser.add_argument("--repeats", type=int, help="metric groups (default: the protocol's)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (default 1; 0 = greedy)")
+    parser.add_argument("--top-k", type=int, help="top-k filter (default 0 = off)")
+    parser.add_argument("--top-p", type=float, help="nucleus filter (default 1 = off)")
+    parser.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale for text tasks")
+    add_engine_arguments(parser, num_cpus_help="logical CPUs of a local Ray",
+                         use_gpu_help="Ray: one model actor per GPU")
+    parser.set_defaults(run="videopoet.eval.eval_job:run_from_args", log_under="out")
+
+
+def _score(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", dest="runs", action="append", required=True,
+                        help="an `eval generate` output directory; repeat to compare runs (e.g. checkpoints)")
+    parser.add_argument("--cache-dir", help="real-set statistics cache (default ~/.cache/videopoet/real_stats)")
+    parser.add_argument("--out", help="where the comparison of several runs goes (default: the first run)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.set_defaults(run="videopoet.eval.eval_score:run_score")
+
+
+def _protocol(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="one protocol (default: all)")
+    parser.set_defaults(run="videopoet.eval.eval_score:run_protocol")
+
+
+TARGETS = {
+    "tokenizer": (_tokenizer, "tokenizer reconstruction on held-out clips, beside baselines"),
+    "generate": (_generate, "generate a protocol's samples and extract their features (resumable data job)"),
+    "score": (_score, "FVD / CLIPSIM / IS of `eval generate` runs, with a comparison across runs"),
+    "protocol": (_protocol, "the evaluation protocols, with the paper's numbers"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -138,14 +138,19 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-def draw(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
-    """One id per row of logits [B, N] (indices into N)."""
+def draw(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | Sequence[torch.Generator]
+         ) -> torch.Tensor:
+    """One id per row of logits [B, N] (indices into N); `generator` one for all rows, or one per row."""
     if cfg.temperature == 0:
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
     # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits). Over 262,144 visual
     # ids it is several times faster than torch.multinomial on the CPU, and uses one generator call.
-    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(min=1e-20)
+    if isinstance(generator, torch.Generator):
+        u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    else:  # per row: row i draws what a batch of one seeded like generator[i] would
+        u = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device) for g in generator])
+    u = u.clamp_(min=1e-20)
     return (logits - torch.log(-torch.log(u))).argmax(-1)
 
 
@@ -177,11 +182,13 @@ def _text_tensors(rows: Sequence[dict], text_dim: int, device) -> tuple[torch.Te
 @torch.no_grad()
 def generate(model, task: str, rows: dict | Sequence[dict], cfg: SamplingConfig | None = None, *,
              device=None, progress: bool = False, record_logits: bool = False,
-             max_new_tokens: int | None = None) -> Generation:
+             max_new_tokens: int | None = None, row_seeds: Sequence[int] | None = None) -> Generation:
     """Sample the output of `task` for each request row (see request_row) with a KV cache.
 
     `max_new_tokens` stops after that many output positions (a preview): the tokens hold what was
-    sampled, the rest stays a placeholder, and video_codes/audio_codes are None.
+    sampled, the rest stays a placeholder, and video_codes/audio_codes are None. `row_seeds` (one per
+    row) gives every row its own generator instead of one seeded by cfg.seed, so a row's draws do not
+    depend on the batch it is in (the eval job seeds each example by its index).
     """
     cfg = cfg or SamplingConfig()
     cfg.validate()
@@ -208,7 +215,12 @@ def generate(model, task: str, rows: dict | Sequence[dict], cfg: SamplingConfig 
         text_emb = None if text_emb is None else torch.cat([text_emb, text_emb])
     n_seq = 2 * B if guided else B
 
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    if row_seeds is None:
+        generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    else:
+        if len(row_seeds) != B:
+            raise ValueError(f"row_seeds: {len(row_seeds)} seeds for {B} rows")
+        generator = [torch.Generator(device=device).manual_seed(int(s)) for s in row_seeds]
     cache = model.new_kv_cache(n_seq, L, device=device)
     prompt = tokens[:, :P].repeat(2, 1) if guided else tokens[:, :P]
     hidden = model(prompt, P, text_emb, text_mask, layout.text_start, kv_cache=cache)[:, -1]

@@ -43,6 +43,8 @@ LAYERS = {
     "videopoet.trainer.sr.train": 3,
     "videopoet.trainer.sr.super_resolve": 3,
     "videopoet.eval.tokenizer_eval": 3,
+    "videopoet.eval.eval_job": 3,
+    "videopoet.eval.eval_score": 3,
     "videopoet.cli": 4,
     "videopoet.demo": 4,
 }
