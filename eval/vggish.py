@@ -146,6 +146,14 @@ def vggish_embeddings(audio_16k, model: VGGish, batch_size: int = 64, **examples
     return np.concatenate(out)
 
 
+def vggish_stats(clips, model: VGGish, stats: FeatureStats | None = None, **kwargs) -> FeatureStats:
+    """Every per-second embedding of every 16 kHz clip pooled into one FeatureStats (other workers': .merge)."""
+    stats = FeatureStats() if stats is None else stats
+    for audio in clips:
+        stats.update(vggish_embeddings(audio, model, **kwargs))
+    return stats
+
+
 def fad(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
     """FAD: Fréchet distance of two sets' pooled per-second VGGish embeddings (unbiased covariances)."""
     return frechet_distance(stats_a, stats_b, unbiased=True)

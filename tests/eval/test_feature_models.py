@@ -31,6 +31,7 @@ from videopoet.eval.vggish import (
     log_mel,
     vggish_embeddings,
     vggish_examples,
+    vggish_stats,
 )
 from videopoet.eval.weights_errors import BadWeights, MissingWeights
 
@@ -295,6 +296,19 @@ def test_tiny_vggish_state_dict_gives_embeddings(tmp_path):
     with torch.no_grad():
         h = model.features(x).transpose(1, 3).transpose(1, 2).contiguous().view(2, -1)
         np.testing.assert_allclose(model.embeddings(h).numpy(), emb[:2], atol=1e-5)
+
+
+def test_vggish_stats_pool_every_second_of_every_clip():
+    torch.manual_seed(1)
+    model = VGGish(**TINY_VGGISH).eval()
+    rng = np.random.default_rng(7)
+    clips = [rng.uniform(-0.3, 0.3, seconds * SAMPLE_RATE) for seconds in (3, 2, 4)]
+    pooled = np.concatenate([vggish_embeddings(c, model) for c in clips])
+    assert pooled.shape == (9, 128)
+    stats = vggish_stats(clips[:1], model).merge(vggish_stats(clips[1:], model))
+    assert stats.count == 9
+    np.testing.assert_allclose(stats.mean, pooled.mean(0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(stats.cov(), np.cov(pooled, rowvar=False), rtol=1e-8, atol=1e-12)
 
 
 def test_vggish_errors_are_one_line(tmp_path):
