@@ -27,7 +27,9 @@ from videopoet.pipeline.media.config import LM_FORMATS
 from videopoet.pipeline.sources import InputSpec, open_local
 
 # Bump when decoding/selection semantics change in a way that changes clip bytes.
-PIPELINE_VERSION = 3  # 2: libswscale area resize; 3: frame times by presentation order (docs/formats.md)
+# 2: libswscale area resize; 3: frame times by presentation order; 4: full-chroma planar RGB from libswscale,
+# audio mixed to mono before resampling (docs/formats.md)
+PIPELINE_VERSION = 4
 KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 AUDIO_SAMPLE_RATE = 16_000
 CLIP_FPS = 8
