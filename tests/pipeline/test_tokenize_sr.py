@@ -280,11 +280,11 @@ def test_ray_engine_writes_the_same_bytes(sr_input, sr_local, ckpts, output_dige
 
 
 def test_train_sr_consumes_the_shards(sr_local, tmp_path, monkeypatch):
-    from videopoet.trainer.sr import train as sr_train
-
+    """`videopoet train-sr` (the tiny recipe with the square_2x grid) trains two steps on the shards."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    cfg = sr_train.RECIPES.get("tiny", [
-        "model.hr_grid=[5,32,32]", "model.windows=[[1,32,4],[1,4,32],[5,4,4]]", "steps=2", "data.batch_size=2",
-        "data.eval_examples=1", "eval_every=2", "save_every=2", "optim.warmup_steps=1"])
-    summary = sr_train.train(cfg, sr_local, tmp_path / "run", quiet=True)
-    assert summary["step"] == 2 and np.isfinite(summary["loss"])
+    rc = main(["train-sr", "--stage", "1", "--config", "tiny", "--data", str(sr_local), "--out", str(tmp_path / "run"),
+               "model.hr_grid=[5,32,32]", "model.windows=[[1,32,4],[1,4,32],[5,4,4]]", "steps=2",
+               "data.batch_size=2", "data.eval_examples=1", "eval_every=2", "save_every=2", "optim.warmup_steps=1"])
+    assert rc == 0
+    losses = [json.loads(line) for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses] == [1, 2] and all(np.isfinite(r["loss"]) for r in losses)
