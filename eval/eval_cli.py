@@ -19,7 +19,14 @@ report to --out and logs to MLflow.
         ViSQOL (speech and audio modes at 16 kHz), mel distance, SI-SNR of the SoundStream tokenizer, Opus
         at 6 kbps and at the tokenizer's bitrate (clamped to libopus's 6 kbps minimum), 8-bit mu-law at 8 kHz
 Held-out clips are the ones the tokenizer's training job held out (its config is read from the checkpoint
-or its training run directory)."""
+or its training run directory).
+
+    videopoet eval protocol                       the paper protocols (msrvtt_t2v, ucf101_t2v, k600_fp, ...)
+    videopoet eval generate --protocol msrvtt_t2v --data /data/msrvtt --checkpoint runs/lm/export \
+        --video-tokenizer ckpt/magvit2 --clip /models/clip-b16 --out evals/step20k [--engine ray --use-gpu]
+        samples and their I3D / CLIP / C3D features, unit by unit (rerun the same command to resume)
+    videopoet eval score --run evals/step10k --run evals/step20k
+        FVD (mean +- std over repeats), CLIPSIM, IS; scores.json per run, a comparison table across runs"""
 DATA_HELP = "clip shards: the output directory of `videopoet ingest`, its shards/ folder, one .tar or a glob"
 
 

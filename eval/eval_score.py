@@ -361,7 +361,7 @@ def protocol_table(names: Sequence[str]) -> str:
         rows.append((p.name, p.task, f"{p.dataset}/{p.split}", f"{p.num_samples} x {p.repeats}",
                      f"{p.frames}@{p.fps}", f"{p.size[0]}x{p.size[1]}", ",".join(p.metrics), PAPER.get(p.name, "")))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
