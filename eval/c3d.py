@@ -17,15 +17,19 @@ Weights, `load_c3d(path, device, mean_path)` (never downloads):
   optionally `mean` (the clip to subtract, BGR, [3, 16, 112, 112] or uncropped [3, 16, >=120, >=120]).
 - `.npz` (np.load allow_pickle=False), TGAN2's Chainer `save_npz` naming: `conv1a/W`, `conv1a/b`, ..., `fc8/W`,
   `fc8/b` (a leading `/` or `predictor/` is stripped); optionally `mean`.
+- `.flax`, MAGVIT's `c3d_ucf101.flax` (flax.serialization msgpack, decoded here with msgpack and an extension hook
+  that builds only numeric arrays): `params/conv1a/kernel` [3, 3, 3, in, out], `.../bias`, `params/fc6/kernel`
+  [in, out] (in ordered C, T, H, W as ours), and `params/x_offset` [16, 112, 112, 3] (BGR) = minus the mean clip.
 The mean clip comes from `mean_path` (an .npz with key `mean`, e.g. TGAN2's `datasets/models/mean2.npz`) or else a
-`mean` entry in the weights file; with neither, loading fails with one line. Layer widths and the class count are
-read from the tensors, so tests can save a narrow C3D with the real names.
+`mean` entry (or MAGVIT's `x_offset`) in the weights file; with neither, loading fails with one line. Layer widths
+and the class count are read from the tensors, so tests can save a narrow C3D with the real names.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import torch
 import torch.nn as nn
@@ -39,7 +43,9 @@ CONVS = ("conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "
 FCS = ("fc6", "fc7", "fc8")
 POOL_AFTER = {"conv1a": (1, 2, 2), "conv2a": (2, 2, 2), "conv3b": (2, 2, 2), "conv4b": (2, 2, 2), "conv5b": (2, 2, 2)}
 CHAINER_LEAVES = {"W": "weight", "b": "bias"}
-HINT = "put TGAN2's C3D UCF-101 weights there (conv3d_deepnetA_ucf.npz, or a .pt state dict with conv1a.weight ...)"
+FLAX_NDARRAY = 1  # flax.serialization's msgpack extension code for an ndarray (shape, dtype name, raw buffer)
+HINT = ("put TGAN2's C3D UCF-101 weights there (conv3d_deepnetA_ucf.npz, MAGVIT's c3d_ucf101.flax, or a .pt state "
+        "dict with conv1a.weight ...)")
 MEAN_HINT = "give mean_path= TGAN2's mean2.npz (key 'mean', [3, 16, 128, 171] BGR) or store 'mean' in the weights file"
 
 
@@ -83,7 +89,55 @@ class C3D(nn.Module):
         return x - self.mean
 
 
+def _flax_array(code: int, data: bytes):
+    if code != FLAX_NDARRAY:
+        raise BadWeights(f"C3D weights: msgpack extension type {code} is not a flax array")
+    shape, dtype, buffer = msgpack.unpackb(data, raw=True)
+    dtype = np.dtype(dtype.decode())
+    if dtype.kind != "f":
+        raise BadWeights(f"C3D weights: a {dtype} array where float weights were expected")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape).copy()  # frombuffer is read-only
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "/"))
+        elif isinstance(value, np.ndarray):
+            out[name] = value
+        else:
+            raise BadWeights(f"C3D weights: {name} is a {type(value).__name__}, not an array")
+    return out
+
+
+def _read_flax(path: Path) -> dict[str, np.ndarray]:
+    """MAGVIT's Flax C3D (msgpack) -> our names: kernels transposed to torch's layout, x_offset -> mean."""
+    try:
+        tree = msgpack.unpackb(path.read_bytes(), ext_hook=_flax_array, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as err:
+        raise BadWeights(f"C3D weights: {path} is not a flax msgpack file ({err})") from None
+    if not isinstance(tree, dict):
+        raise BadWeights(f"C3D weights: {path} holds a {type(tree).__name__}, not a parameter tree")
+    flat = _flatten(tree.get("params", tree))
+    state = {}
+    for name, value in flat.items():
+        if name == "x_offset":  # [T, H, W, C] added to x * 255, i.e. minus the mean clip
+            state["mean"] = -value.transpose(3, 0, 1, 2)
+        elif name.endswith("/kernel"):
+            layer = name[:-len("/kernel")]
+            state[f"{layer}.weight"] = value.transpose(4, 3, 0, 1, 2) if value.ndim == 5 else value.T
+        elif name.endswith("/bias"):
+            state[f"{name[:-len('/bias')]}.bias"] = value
+        else:
+            raise BadWeights(f"C3D weights: {path} has an unexpected entry {name}")
+    return state
+
+
 def _read_state(path: Path) -> dict[str, np.ndarray]:
+    if path.suffix == ".flax":
+        return _read_flax(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

@@ -488,3 +488,58 @@ def test_torchscript_and_foreign_pickles_are_refused_in_one_line(tmp_path):
     with pytest.raises(BadWeights) as err:
         load_vggish(foreign)
     assert "not a weights-only torch state dict" in _one_line(err)
+
+
+def test_magvit_flax_c3d_file_matches_a_flax_reference(tmp_path):
+    """MAGVIT's Flax C3D (its structure: BGR flip, align-corners resize, x * 255 + x_offset, SAME convs, pool5 after
+    padding H and W by one, (C, T, H, W) flattening) run in jax, against our loader of the same msgpack file."""
+    jax = pytest.importorskip("jax")
+    linen = pytest.importorskip("flax.linen")
+    serialization = pytest.importorskip("flax.serialization")
+    traverse = pytest.importorskip("flax.traverse_util")
+    jnp = jax.numpy
+    widths, names = TINY_C3D["widths"], ("conv1a", "conv2a", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b")
+
+    def resize_axis(x, axis, out):  # align corners: output j reads input j * (in - 1) / (out - 1)
+        n = x.shape[axis]
+        weights = jnp.maximum(0.0, 1 - jnp.abs(jnp.arange(out)[None] * (n - 1) / (out - 1) - jnp.arange(n)[:, None]))
+        return jnp.moveaxis(jnp.tensordot(jnp.moveaxis(x, axis, -1), weights, axes=1), -1, axis)
+
+    class FlaxC3D(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            x = resize_axis(resize_axis(jnp.flip(x, -1), 2, 112), 3, 112)
+            x = x * 255.0 + self.param("x_offset", linen.initializers.normal(20.0), (16, 112, 112, 3))[None]
+            for name, width in zip(names, widths):
+                x = linen.relu(linen.Conv(width, (3, 3, 3), name=name)(x))
+                if name == "conv1a":
+                    x = linen.max_pool(x, (1, 2, 2), (1, 2, 2))
+                elif name == "conv5b":
+                    x = linen.max_pool(jnp.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1), (0, 0))), (2, 2, 2), (2, 2, 2))
+                elif name in ("conv2a", "conv3b", "conv4b"):
+                    x = linen.max_pool(x, (2, 2, 2), (2, 2, 2))
+            x = jnp.transpose(x, (0, 4, 1, 2, 3)).reshape(x.shape[0], -1)
+            x = linen.relu(linen.Dense(TINY_C3D["fc_width"], name="fc6")(x))
+            x = linen.relu(linen.Dense(TINY_C3D["fc_width"], name="fc7")(x))
+            return linen.Dense(101, name="fc8")(x)
+
+    videos = np.random.default_rng(8).integers(0, 256, (2, 16, 40, 48, 3), dtype=np.uint8)
+    x = jnp.asarray(videos, jnp.float32) / 255.0
+    rng = np.random.default_rng(9)  # parameters drawn here (flax's init would compile the net twice); biases non-zero
+    params = {("x_offset",): rng.normal(-100, 20, (16, 112, 112, 3))}
+    for name, c_in, c_out in zip(names, (3, *widths), widths):
+        params[(name, "kernel")] = rng.normal(0, (27 * c_in) ** -0.5, (3, 3, 3, c_in, c_out))
+        params[(name, "bias")] = rng.normal(0, 0.1, c_out)
+    for name, c_in, c_out in (("fc6", widths[-1] * 16, 16), ("fc7", 16, 16), ("fc8", 16, 101)):
+        params[(name, "kernel")], params[(name, "bias")] = rng.normal(0, c_in ** -0.5, (c_in, c_out)), rng.normal(
+            0, 0.1, c_out)
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    variables = {"params": traverse.unflatten_dict(params)}
+    path = tmp_path / "c3d_ucf101.flax"
+    path.write_bytes(serialization.to_bytes(variables))
+    reference = np.asarray(jax.jit(FlaxC3D().apply)(variables, x))
+    model = load_c3d(path)
+    with torch.no_grad():
+        ours = model(model.preprocess(videos)).numpy()
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    np.testing.assert_allclose(model.mean.numpy(), -np.asarray(params[("x_offset",)]).transpose(3, 0, 1, 2))
