@@ -534,7 +534,8 @@ def model_identity(cfg: EvalGenerateConfig, protocol: Protocol) -> dict[str, Any
         from videopoet.eval.clip_score import _weight_files
         from videopoet.eval.weights_errors import sha256_files
 
-        ident["clip_sha256"] = sha256_files(_weight_files(Path(cfg.clip)))
+        clip = Path(cfg.clip)
+        ident["clip_sha256"] = sha256_files([clip] if clip.is_file() else _weight_files(clip))
     if cfg.c3d and "is" in protocol.metrics:
         from videopoet.checkpoint import file_sha256
 
@@ -555,7 +556,9 @@ def build_job(cfg: EvalGenerateConfig) -> EvalJob:
         cfg.checkpoint = _need_dir(cfg.checkpoint, "--checkpoint")
         cfg.video_tokenizer = _need_dir(cfg.video_tokenizer, "--video-tokenizer")
     if cfg.clip:
-        cfg.clip = _need_dir(cfg.clip, "--clip")
+        if not Path(cfg.clip).exists():
+            raise UsageError(f"--clip {cfg.clip}: no such directory or file")
+        cfg.clip = str(Path(cfg.clip).resolve())
     if cfg.c3d and not Path(cfg.c3d).is_file():
         raise UsageError(f"--c3d {cfg.c3d}: no such file")
     if cfg.torch_threads == 0:

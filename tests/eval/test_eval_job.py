@@ -224,19 +224,61 @@ def test_refusals_are_one_line(models, msrvtt, tmp_path, capsys):
     assert "msrvtt_t2v" in out and "213" in out and "38.44" in out
 
 
+def _tiny_clip(root):
+    """A random CLIPModel directory in the transformers layout, character-level tokenizer (built offline)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        vocab.update({c + suffix: len(vocab) for c in "abcdefghijklmnopqrstuvwxyz"})
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(root / "clip")
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(root / "clip")
+    return root / "clip"
+
+
+def _tiny_c3d(root):
+    """A narrow random C3D with TGAN2's layer names and a mean clip (torch state dict)."""
+    from videopoet.eval.c3d import C3D
+
+    torch.manual_seed(0)
+    model = C3D(widths=(4, 4, 6, 6, 8, 8, 8, 8), fc_width=16, num_classes=101)
+    state = {k: v for k, v in model.state_dict().items() if k != "mean"}
+    state["mean"] = torch.full((3, 16, 112, 112), 100.0)
+    torch.save(state, root / "c3d.pt")
+    return root / "c3d.pt"
+
+
 @pytest.mark.parametrize("name", ["k600_fp", "ssv2_inpaint", "ssv2_outpaint", "ucf101_t2v", "davis_style"])
 def test_every_other_protocol_end_to_end(name, models, tmp_path):
     data = make_standin(name, tmp_path / "data", n=3)
     protocol = resolve_protocol(name, 2, 1)
     assert len(list_examples(protocol, data)) == 2
+    extra = {}
+    if "clipsim" in protocol.metrics:
+        extra["clip"] = str(_tiny_clip(tmp_path))
+    if "is" in protocol.metrics:
+        extra["c3d"] = str(_tiny_c3d(tmp_path))
     # greedy: the per-example seeds are covered by the msrvtt runs above
     summary = run_generate(_cfg(models, data, tmp_path / "out", tmp_path / "cache", protocol=name, n=2,
-                                temperature=0.0))
+                                temperature=0.0, **extra))
     assert summary["ok"] == 2 and summary["failed"] == 0
     scores = eval_score.score_run(tmp_path / "out", tmp_path / "cache")
     if "fvd" in protocol.metrics:
         assert np.isfinite(scores["fvd"]["mean"]) and scores["fvd"]["n_generated"] == [2]
         assert scores["fvd"]["n_real"] == [2]
-    else:  # davis_style: CLIPSIM only, and no --clip given
-        assert "fvd" not in scores and any("--clip" in n for n in scores["notes"])
+    else:
+        assert "fvd" not in scores
+    if "clipsim" in protocol.metrics:  # davis_style: raw cosine of a random CLIP, per video then averaged
+        assert scores["clipsim"]["n"] == 2 and -1 <= scores["clipsim"]["mean"] <= 1
+        assert scores["weights"]["clip_sha256"]
+    if "is" in protocol.metrics:  # ucf101_t2v: IS of 2 samples lies in [1, 2]
+        assert 1 - 1e-9 <= scores["is"]["mean"] <= 2 + 1e-9 and scores["weights"]["c3d_sha256"]
     assert (tmp_path / "out" / "videos" / "sample-000000.mp4").is_file()
