@@ -25,7 +25,8 @@ Figures (clips/s per core):
 - web-resolution set (`--web yes|no|only`): generated 426x240 30 fps 60 s, 640x360 25 fps 60 s,
   854x480 24 fps 90 s (stereo 44.1 kHz AAC) and 800x600 8 fps 60 s (5.1 48 kHz AAC), each benched
   alone: pipeline / video+audio decode floor per file and overall (summed CPU seconds), where
-  decoding is cheap and the per-clip work shows (docs/results/2026-12-04-ingest-web-resolution.md).
+  decoding is cheap and the per-clip work shows (docs/results/2026-12-04-ingest-web-resolution.md,
+  docs/results/2026-12-04-ingest-web-resolution-2.md).
   `--web only` takes ~75 s on one core.
 """
 

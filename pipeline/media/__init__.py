@@ -13,7 +13,7 @@ the clips are bit-identical to decoding every frame (see `_decode_pyav`).
 
 Spatial formats: the frame is scaled to cover the target and centre-cropped: "square" 128x128,
 "portrait" 128 wide x 224 high. Shrinking is area averaging: with PyAV one libswscale pass from YUV
-to RGB at the cover size, then the crop; with decord (full-size RGB) the crop is cut in source
+to planar RGB at the cover size, then the crop of the planes is interleaved; with decord (full-size RGB) the crop is cut in source
 pixels and resized with OpenCV INTER_AREA. Enlarging is OpenCV INTER_CUBIC (area would degenerate
 to bilinear there).
 
