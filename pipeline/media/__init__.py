@@ -11,10 +11,12 @@ On H.264/HEVC the PyAV backend indexes the packets first (demux only), applies t
 index and does not decode the non-reference frames that no window picks (`skip_unneeded_frames`);
 the clips are bit-identical to decoding every frame (see `_decode_pyav`).
 
-Spatial formats: the frame is scaled to cover the target and centre-cropped: "square" 128x128,
-"portrait" 128 wide x 224 high. Shrinking is area averaging: with PyAV one libswscale pass from YUV
-to planar RGB at the cover size, then the crop of the planes is interleaved; with decord (full-size RGB) the crop is cut in source
-pixels and resized with OpenCV INTER_AREA. Enlarging is OpenCV INTER_CUBIC (area would degenerate
+Spatial formats (config.FORMATS): the frame is scaled to cover the target and centre-cropped: the LM's
+"square" 128x128 and "portrait" 128 wide x 224 high, and the SR cascade's "square_2x" 256x256,
+"portrait_2x" 256x448, "portrait_4x" 512x896. Shrinking is area averaging: with PyAV one libswscale
+pass from YUV to planar RGB at the cover size, then the crop of the planes is interleaved; with decord
+(full-size RGB) the crop is cut in source pixels and resized with OpenCV INTER_AREA. Enlarging is
+OpenCV INTER_CUBIC (area would degenerate
 to bilinear there).
 
 Failures raise MediaError(stage, error_class, message). `decode_with_timeout` runs the decode in a
