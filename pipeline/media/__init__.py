@@ -16,8 +16,7 @@ Spatial formats (config.FORMATS): the frame is scaled to cover the target and ce
 "portrait_2x" 256x448, "portrait_4x" 512x896. Shrinking is area averaging: with PyAV one libswscale
 pass from YUV to planar RGB at the cover size, then the crop of the planes is interleaved; with decord
 (full-size RGB) the crop is cut in source pixels and resized with OpenCV INTER_AREA. Enlarging is
-OpenCV INTER_CUBIC (area would degenerate
-to bilinear there).
+OpenCV INTER_CUBIC (area would degenerate to bilinear there).
 
 Failures raise MediaError(stage, error_class, message). `decode_with_timeout` runs the decode in a
 persistent worker process that is killed and restarted when one input passes the time limit (a
