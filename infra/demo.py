@@ -6,8 +6,10 @@ Stages (each one is the real job, run with tiny settings):
   3. train-tokenizer  tiny MAGVIT-v2 video tokenizer and tiny SoundStream audio tokenizer
   4. tokenize         clip shards -> token shards (Ray local)
   5. train            tiny prefix LM under Ray Train, 2 CPU workers, DeepSpeed ZeRO-3
-  6. sample           a clip decoded to .mp4
-  7. eval             the tokenizers' reconstruction (rFVD, PSNR, SSIM; ViSQOL vs Opus) beside baselines
+  6. train-sr         SR stage 1 (the demo recipe, 128x128 -> 256x256 tokens): HR ingest, tokenize --mode sr,
+                      train-sr
+  7. sample           a clip decoded to .mp4, super-resolved by the SR stage (the LM's own output beside it)
+  8. eval             the tokenizers' reconstruction (rFVD, PSNR, SSIM; ViSQOL vs Opus) beside baselines
 Each stage is tracked in MLflow (./mlflow.db). Stages that are already complete are reused on a
 second run, so `make demo` twice is cheap; pass --fresh to start over. The terminal gets one line per
 stage and the jobs' own summary lines; each job's command, full output and library logging (Ray,
@@ -137,6 +139,24 @@ def _train(out: Path, args: argparse.Namespace) -> str:
     return f"LM export in {summary['export']} (MLflow run {summary.get('mlflow_run_id', '?')}); log {log}"
 
 
+@stage("train-sr")
+def _train_sr(out: Path, args: argparse.Namespace) -> str:
+    # SR stage 1 of the cascade at demo scale: the same inputs ingested at 256x256 (square_2x, the 2x of the
+    # LM's 128x128), SR token shards (HR tokens, tokens of the bicubic 2x downsample, text), the `demo` SR
+    # recipe trained briefly. A separate ingest output keeps the LM's clip shards as they were.
+    logs = out / "sr1" / "logs"
+    videopoet("ingest", "--engine", "local", "--config", "tiny", "--input", str(out / "media" / "manifest.jsonl"),
+              "--output", str(out / "clips_sr"), "media.formats=[square_2x]", "media.flow=none",
+              log=logs / "ingest-sr.log")
+    videopoet("tokenize", "--engine", "local", "--config", "tiny", "--mode", "sr", "--sr-format", "square_2x",
+              "--input", str(out / "clips_sr"), "--output", str(out / "sr_tokens"),
+              "--video-tokenizer", str(out / "video_tokenizer" / "tokenizer"), log=logs / "tokenize-sr.log")
+    steps = args.sr_steps
+    videopoet("train-sr", "--stage", "1", "--config", "demo", "--data", str(out / "sr_tokens"),
+              "--out", str(out / "sr1"), f"steps={steps}", log=logs / "train-sr.log")
+    return f"SR stage 1 in {out / 'sr1'} ({steps} steps on {out / 'sr_tokens'}); logs in {logs}"
+
+
 @stage("sample")
 def _sample(out: Path, args: argparse.Namespace) -> str:
     summary = json.loads((out / "lm_summary.json").read_text())
@@ -145,8 +165,9 @@ def _sample(out: Path, args: argparse.Namespace) -> str:
               "--video-tokenizer", str(out / "video_tokenizer" / "tokenizer"),
               "--audio-tokenizer", str(out / "audio_tokenizer" / "tokenizer"),
               "--caption", DEMO_CAPTION, "--cfg-scale", "2", "--top-k", "64", "--seed", "0", "--device", "cpu",
-              "--out", str(out / "sample.mp4"), log=log)
-    return f"sampled clip {out / 'sample.mp4'}; log {log}"
+              "--super-resolve", str(out / "sr1"), "--out", str(out / "sample.mp4"), log=log)
+    return f"sampled clip {out / 'sample.mp4'} (256x256, super-resolved; LM output {out / 'sample_base.mp4'}); "\
+           f"log {log}"
 
 
 @stage("eval")

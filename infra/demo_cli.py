@@ -24,4 +24,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print every job's command and output here (default: one line per stage + its summary; "
                              "the rest goes to the log file each line names)")
     parser.add_argument("--lm-steps", type=int, default=100, help="LM training steps")
+    parser.add_argument("--sr-steps", type=int, default=30, help="SR stage-1 training steps")
     parser.set_defaults(run="videopoet.demo:run")
