@@ -387,9 +387,10 @@ class EvalJob(DataJob[EvalUnit, EvalUnitResult]):
             shapes.setdefault(row.get("text_emb") is not None, []).append(i)
         from videopoet.trainer.sampling import SamplingConfig, generate
 
-        scfg = SamplingConfig(self.cfg.temperature, self.cfg.top_k, self.cfg.top_p,
-                              self.cfg.cfg_scale if self.protocol.task == "t2v" else None, self.protocol.seed)
-        for members in shapes.values():
+        for with_text, members in shapes.items():
+            # guidance mixes with the null text: only rows that have a caption can be guided
+            scfg = SamplingConfig(self.cfg.temperature, self.cfg.top_k, self.cfg.top_p,
+                                  self.cfg.cfg_scale if with_text else None, self.protocol.seed)
             for s in range(0, len(members), self.cfg.batch_size):
                 part = members[s:s + self.cfg.batch_size]
                 gen = generate(m.lm, self.protocol.task, [rows[i] for i in part], scfg, device=m.device,
@@ -526,10 +527,18 @@ def model_identity(cfg: EvalGenerateConfig, protocol: Protocol) -> dict[str, Any
         if tasks is not None and protocol.task not in tasks:
             raise UsageError(f"--checkpoint {cfg.checkpoint}: not trained on task {protocol.task!r} (protocol "
                              f"{protocol.name}; its tasks: {', '.join(tasks)})")
-        ident.update(lm=cfg.checkpoint, lm_sha256=meta.get("content_hash", ""),
+        # hashes, not paths: the same checkpoints copied elsewhere resume the same job
+        ident.update(lm_sha256=meta.get("content_hash", ""),
                      lm_step=(meta.get("extra") or {}).get("step"),
                      video_tokenizer_sha256=read_meta(cfg.video_tokenizer).get("content_hash", ""),
-                     text_encoder=cfg.text_encoder or "embedded")
+                     text_encoder_sha256="")
+        from videopoet.pipeline.tasks import TASKS
+
+        if TASKS[protocol.task].text != "none":
+            from videopoet.tokenizers.text_encoder import embedded_model_dir, weights_hash
+
+            ident["text_encoder_sha256"] = weights_hash(Path(cfg.text_encoder) if cfg.text_encoder
+                                                        else embedded_model_dir())
     if cfg.clip and "clipsim" in protocol.metrics:
         from videopoet.eval.clip_score import _weight_files
         from videopoet.eval.weights_errors import sha256_files
