@@ -13,13 +13,12 @@ YAML files in configs/ may name one of these as `base:` and override any key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-from videopoet.assets import DEEPSPEED_DIR
 from videopoet.config import RecipeRegistry, config_hash, to_dict
 from videopoet.trainer.data import DataConfig
 from videopoet.trainer.model import MODEL_RECIPES, ModelConfig
+from videopoet.training.zero import deepspeed_config_path  # noqa: F401  (the LM's engine.deepspeed)
 
 
 @dataclass
@@ -175,17 +174,6 @@ def r8b() -> TrainConfig:
 for _name, _fn in (("300m", r300m), ("1b", r1b), ("8b", r8b)):
     _fn.__name__ = _name
     TRAIN_RECIPES.register(_fn)
-
-
-def deepspeed_config_path(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".json" and path.is_file():
-        return path
-    candidate = DEEPSPEED_DIR / f"{name_or_path}.json"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in DEEPSPEED_DIR.glob("*.json"))
-    raise ValueError(f"engine.deepspeed={name_or_path!r}: no such file or named config; named configs: {known}")
 
 
 # Settings that say how/where a run executes, not what it computes: changing them keeps the run

@@ -30,9 +30,10 @@ import torch.distributed as dist
 
 from videopoet.checkpoint import save_checkpoint
 from videopoet.config import config_hash, from_dict, to_dict
-from videopoet.trainer.config import ScheduleConfig, TrainConfig, deepspeed_config_path, training_dict
+from videopoet.trainer.config import ScheduleConfig, TrainConfig, training_dict
 from videopoet.trainer.data import AGDLoader, Batch
 from videopoet.trainer.model import VideoPoetLM
+from videopoet.training.zero import gathered_state_dict, load_deepspeed_config, load_engine_checkpoint
 
 STATE_FILE = "trainer_state.json"
 PLAIN_WEIGHTS = "plain_state.pt"
@@ -65,20 +66,6 @@ class LossForward(torch.nn.Module):
     def forward(self, tokens, prefix_len: int, text_emb=None, text_mask=None, text_start=None):
         loss, _ = self.model.loss(tokens, prefix_len, text_emb=text_emb, text_mask=text_mask, text_start=text_start)
         return loss
-
-
-def load_deepspeed_config(cfg: TrainConfig, bf16: bool) -> dict:
-    ds = json.loads(deepspeed_config_path(cfg.engine.deepspeed).read_text())
-    ds = {k: v for k, v in ds.items() if not k.startswith("_")}
-    # One AGD group per optimiser step: no accumulation, and the per-rank batch varies by group
-    # (DeepSpeed only uses these numbers for its throughput counters).
-    ds["train_micro_batch_size_per_gpu"] = 1
-    ds["gradient_accumulation_steps"] = 1
-    ds.pop("train_batch_size", None)
-    ds["gradient_clipping"] = cfg.optim.grad_clip
-    ds.setdefault("bf16", {})["enabled"] = bf16
-    ds.setdefault("zero_allow_untested_optimizer", True)
-    return ds
 
 
 @torch.no_grad()
@@ -151,7 +138,7 @@ class LMTrainer:
         model_cfg = cfg.model
         ds_config = None
         if self.kind == "deepspeed":
-            ds_config = load_deepspeed_config(cfg, self.bf16)
+            ds_config = load_deepspeed_config(cfg.engine.deepspeed, grad_clip=cfg.optim.grad_clip, bf16=self.bf16)
             if "activation_checkpointing" in ds_config and not model_cfg.grad_checkpoint:
                 model_cfg = dataclasses.replace(model_cfg, grad_checkpoint=True)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank and in the reference
@@ -307,13 +294,8 @@ class LMTrainer:
         if state["engine"] != self.kind:
             raise ValueError(f"{directory}: a {state['engine']} checkpoint cannot resume a {self.kind} run")
         if self.kind == "deepspeed":
-            if state["world_size"] != self.world_size:
-                raise ValueError(
-                    f"{directory}: ZeRO-3 checkpoint of {state['world_size']} ranks cannot load on {self.world_size}; "
-                    "convert it with `python -m deepspeed.checkpoint.ds_to_universal` first (docs/formats.md)")
-            path, _ = self.engine.load_checkpoint(str(directory), tag=state["tag"])
-            if path is None:
-                raise FileNotFoundError(f"{directory}: DeepSpeed found no checkpoint with tag {state['tag']}")
+            load_engine_checkpoint(self.engine, directory, state["tag"], saved_world=state["world_size"],
+                                   world=self.world_size)
         else:
             blob = torch.load(directory / PLAIN_WEIGHTS, map_location=self.device, weights_only=True)
             self.module.load_state_dict(blob["model"])
@@ -332,17 +314,8 @@ class LMTrainer:
         model = self.module.model
         out: dict[str, Any] = {}
         if self.kind == "deepspeed":
-            import deepspeed
-
-            for name, p in model.named_parameters():
-                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                    if self.rank == 0:
-                        out[name] = p.detach().to("cpu", torch.float32).clone()
-            if self.rank == 0:
-                for name, b in model.named_buffers():
-                    if name in model.state_dict():
-                        out[name] = b.detach().cpu().clone()
-        elif self.rank == 0:
+            return gathered_state_dict(model, self.rank)
+        if self.rank == 0:
             out = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
                    for k, v in model.state_dict().items()}
         return out if self.rank == 0 else None
