@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from videopoet.config import RecipeRegistry
 from videopoet.trainer.sr.model import SR_RECIPES, SRConfig
 from videopoet.trainer.sr.objective import ObjectiveConfig
+from videopoet.training.zero import deepspeed_config_path
 
 TRAIN_STATE_KIND = "sr-train"
 
@@ -43,6 +45,11 @@ class SRTrainConfig:
     save_every: int = 1000
     keep_checkpoints: int = 2
     sample_steps: int = 24  # MaskGIT steps of the eval video
+    # ddp: every worker holds the model and AdamW, gradients all-reduced by hand (the CPU/tiny path, the
+    # reference). deepspeed: DeepSpeed ZeRO with the `deepspeed` JSON (infra/deepspeed/<name>.json or a
+    # path; zero3_gpu on GPUs): weights, gradients and AdamW state sharded over the Ray Train workers.
+    engine: Literal["ddp", "deepspeed"] = "ddp"
+    deepspeed: str = "zero3_cpu"
 
     def validate(self) -> None:
         if self.stage not in (1, 2):
@@ -51,6 +58,10 @@ class SRTrainConfig:
         self.objective.validate()
         if self.data.batch_size < 1 or self.steps < 1:
             raise ValueError("data.batch_size and steps must be >= 1")
+        if self.engine not in ("ddp", "deepspeed"):
+            raise ValueError(f"engine={self.engine!r}: ddp or deepspeed")
+        if self.engine == "deepspeed":
+            deepspeed_config_path(self.deepspeed, key="deepspeed")
 
 
 RECIPES_TRAIN: RecipeRegistry[SRTrainConfig] = RecipeRegistry(SRTrainConfig)
