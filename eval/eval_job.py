@@ -171,6 +171,9 @@ class EvalUnitResult:
     seconds: float = 0.0
 
 
+_MODELS: dict[tuple, "Models"] = {}
+
+
 @dataclass
 class Models:
     device: str
@@ -254,10 +257,25 @@ class EvalJob(DataJob[EvalUnit, EvalUnitResult]):
 
     # --- workers ---
     def setup(self) -> Models:
+        """The models, once per process (Beam may build several DoFns in one worker; in-process reruns share them)."""
         cfg = self.cfg
         if cfg.torch_threads and torch.get_num_threads() != cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cuda":  # the same features on every run and worker: no autotuned kernels
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        if not cfg.generated and read_meta(cfg.checkpoint).get("content_hash", "") != self.ident.get("lm_sha256"):
+            raise ConfigError(f"--checkpoint {cfg.checkpoint}: replaced since the job was planned (other weights hash)")
+        key = (device, json.dumps(self.ident, sort_keys=True), cfg.checkpoint, cfg.video_tokenizer, cfg.text_encoder,
+               cfg.clip, cfg.c3d, cfg.c3d_mean, self.protocol.task, tuple(self.protocol.metrics))
+        if key not in _MODELS:
+            _MODELS.clear()  # one set at a time: a process that evaluates another checkpoint frees the last
+            _MODELS[key] = self._load(device)
+        return _MODELS[key]
+
+    def _load(self, device: str) -> Models:
+        cfg = self.cfg
         from videopoet.eval.fvd import load_i3d
 
         m = Models(device=device, i3d=load_i3d(device))
