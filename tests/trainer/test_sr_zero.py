@@ -99,6 +99,21 @@ def test_zero3_on_two_workers_equals_the_ddp_process(runs):
         assert f"step_00000003/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in files
         assert f"rng_rank{rank}.pt" in files
     assert {"meta.json", "engine_state.json"} <= files and "state.pt" not in files
+    # sharded: each rank's fp32 master weights + AdamW moments cover half the model (ZeRO-3 partitions)
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    held = []
+    for rank in (0, 1):
+        with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
+            blob = torch.load(step / "step_00000003" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt",
+                              map_location="cpu", weights_only=True)["optimizer_state_dict"]
+        assert blob["partition_count"] == 2
+        held.append(sum(t.numel() for t in blob["fp32_flat_groups"]))
+        moments = blob["optimizer_state_dict"]["state"].values()
+        assert sum(m["exp_avg"].numel() for m in moments) == held[-1]  # AdamW's state: this rank's share only
+    total = sr_train.SRTransformer(sr_train.RECIPES.get("tiny").model).num_params()
+    assert sum(held) == total and max(held) <= total // 2 + 1, (held, total)
     meta = json.loads((step / "meta.json").read_text())
     assert meta["kind"] == "sr-train" and meta["config"]["engine"] == "deepspeed" and meta["extra"]["world_size"] == 2
     # MLflow: the ddp path's metrics, and the eval video every rank sampled for
@@ -178,6 +193,9 @@ def test_deepspeed_refusals_are_one_line(runs, tmp_path):
     with pytest.raises(ConfigError, match=r"deepspeed='zero9'.*named configs: \[.*'zero3_cpu'"):
         sr_train.train(sr_train.RECIPES.get("tiny", COMMON + ["engine=deepspeed", "deepspeed=zero9"]), shards,
                        tmp_path / "bad", num_workers=2, quiet=True)
+    # ZeRO shards are per rank: another worker count is refused before Ray starts
+    with pytest.raises(ConfigError, match="ZeRO checkpoint of 2 workers; resume it with --num-workers 2"):
+        sr_train.train(cfg, shards, runs["tmp"] / "ds", num_workers=1, quiet=True)
     # the ds run's checkpoints are refused for a ddp config (another engine: another config)
     with pytest.raises(ConfigError, match="differing keys: engine"):
         sr_train.train(sr_train.RECIPES.get("tiny", COMMON), shards, runs["tmp"] / "ds", quiet=True)

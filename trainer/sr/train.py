@@ -539,6 +539,11 @@ def train(cfg: SRTrainConfig, data: Any, out: str | Path, *, stop_after: int | N
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU accelerator; the workers inherit it
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.engine == "deepspeed":  # ZeRO shards are per rank: refuse another worker count before Ray starts
+        resume = CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg)).resume_point()
+        saved = resume[1].get("extra", {}).get("world_size") if resume is not None else None
+        if saved is not None and saved != num_workers:
+            raise ConfigError(f"{resume[0]}: ZeRO checkpoint of {saved} workers; resume it with --num-workers {saved}")
     SRStream(data, cfg)  # refuse mismatched shards before MLflow and Ray
     data = [str(p.resolve()) for p in list_sr_shards(data)]
     if video_tokenizer is not None:
