@@ -272,8 +272,8 @@ class SRTrainer:
         ds_config = load_deepspeed_config(cfg.deepspeed, grad_clip=cfg.optim.grad_clip, bf16=self.amp,
                                           key="deepspeed")
         if zero_stage(ds_config) == 3:
-            # Built partitioned (no rank holds the whole model); the constructor's own init ran on
-            # shards, so rank 0's seeded fp32 build is copied in: the ddp path's initial weights.
+            # Built partitioned (no rank holds the whole model). The constructor's reset_parameters ran on
+            # already-partitioned submodules, so rank 0's seeded fp32 build is copied in: the ddp path's weights.
             with torch.random.fork_rng(devices=[]), deepspeed.zero.Init(config_dict_or_path=ds_config):
                 self.model = SRTransformer(cfg.model)
             load_partitioned(self.model, seeded_model(cfg).state_dict() if rank == 0 else None, rank)
