@@ -244,6 +244,8 @@ def run(args) -> dict:
     # reserve for evaluation: 4 more decodes of the held-out clips (baseline + 3 SR) and sampling
     reserve = 4 * dec_s + 15.0
     sr_seconds = deadline - time.perf_counter() - reserve
+    if sr_seconds < 30:
+        log(t0, f"WARNING: {max(sr_seconds, 0):.0f} s left for SR training: raise --minutes or lower --clips")
     t_sr = time.perf_counter()
     history, next_print, probe = [], t_sr + 20, 10
     while True:
