@@ -257,7 +257,7 @@ def _tiny_c3d(root):
 
 
 @pytest.mark.parametrize("name", ["k600_fp", "ssv2_inpaint", "ssv2_outpaint", "ucf101_t2v", "davis_style"])
-def test_every_other_protocol_end_to_end(name, models, tmp_path):
+def test_every_other_protocol_end_to_end(name, models, ray_local, tmp_path):
     data = make_standin(name, tmp_path / "data", n=3)
     protocol = resolve_protocol(name, 2, 1)
     assert len(list_examples(protocol, data)) == 2
@@ -282,3 +282,17 @@ def test_every_other_protocol_end_to_end(name, models, tmp_path):
     if "is" in protocol.metrics:  # ucf101_t2v: IS of 2 samples lies in [1, 2]
         assert 1 - 1e-9 <= scores["is"]["mean"] <= 2 + 1e-9 and scores["weights"]["c3d_sha256"]
     assert (tmp_path / "out" / "videos" / "sample-000000.mp4").is_file()
+    # the same job on Ray (its own cache, so its real units run there too): the same features and scores
+    run_generate(_cfg(models, data, tmp_path / "ray", tmp_path / "ray_cache", protocol=name, n=2, engine="ray",
+                      temperature=0.0, **extra))
+    plan = json.loads((tmp_path / "out" / commit.PLAN_FILE).read_text())
+    for i in range(plan["units"]):
+        with np.load(features_path(tmp_path / "out", i), allow_pickle=False) as a, \
+                np.load(features_path(tmp_path / "ray", i), allow_pickle=False) as b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in a.files:
+                np.testing.assert_allclose(b[key], a[key], rtol=0, atol=1e-6, err_msg=f"unit {i} {key}")
+    ray_scores = eval_score.score_run(tmp_path / "ray", tmp_path / "ray_cache")
+    for metric in ("fvd", "clipsim", "is"):
+        if metric in scores:
+            assert ray_scores[metric]["mean"] == pytest.approx(scores[metric]["mean"], abs=1e-6), metric
