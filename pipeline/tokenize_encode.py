@@ -149,6 +149,16 @@ def _run_stage(stage: str, groups: dict[Any, list[ClipItem]], fn, shard: str) ->
     return results
 
 
+def encode_captions(models: Models, items: list[ClipItem], shard: str) -> dict[str, Any]:
+    """The frozen text encoder on the items' captions, one batch: key -> (embedding, mask, truncated)."""
+
+    def encode_text(clips):
+        emb, mask, trunc = models.text.encode([c.meta["caption"] for c in clips])
+        return list(zip(emb.numpy(), mask.numpy(), trunc.numpy()))
+
+    return _run_stage("text_encoder", {0: items} if items else {}, encode_text, shard)
+
+
 def tokenize_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: TokenizeConfig) -> UnitResult:
     """Tokenize one input shard and commit it: token shard, stats, then the manifest part (last)."""
     t0 = time.perf_counter()
@@ -173,11 +183,7 @@ def tokenize_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: Tokenize
                        lambda clips: _encode_audio(models, clips, cfg.audio_batch), unit.shard)
     captioned = [it for it in ok if it.clip.meta.get("caption", "").strip()]
 
-    def encode_text(clips):
-        emb, mask, trunc = models.text.encode([c.meta["caption"] for c in clips])
-        return list(zip(emb.numpy(), mask.numpy(), trunc.numpy()))
-
-    text = _run_stage("text_encoder", {0: captioned} if captioned else {}, encode_text, unit.shard)
+    text = encode_captions(models, captioned, unit.shard)
 
     ident = models.identity()
     token_rows: list[dict[str, Any]] = []

@@ -25,7 +25,14 @@ from videopoet.pipeline.media.config import FORMATS, sr_stage
 from videopoet.pipeline.sr_downsample import downsample_2x
 from videopoet.pipeline.sr_shards import write_sr_shard
 from videopoet.pipeline.tokenize_config import TokenizeConfig
-from videopoet.pipeline.tokenize_encode import ReadUnit, UnitResult, _run_stage, failed_row, skipped_row
+from videopoet.pipeline.tokenize_encode import (
+    ReadUnit,
+    UnitResult,
+    _run_stage,
+    encode_captions,
+    failed_row,
+    skipped_row,
+)
 from videopoet.pipeline.tokenize_models import Models
 from videopoet.pipeline.tokenize_stats import manifest_table, stats_path
 from videopoet.tokenizers.magvit2 import video_to_tensor
@@ -102,11 +109,7 @@ def tokenize_sr_unit(unit: ReadUnit, models: Models, out: str | Path, cfg: Token
     tokens = _run_stage("video_tokenizer", {0: kept} if kept else {},
                         lambda clips: _encode_hr_lr(models, clips, cfg.encode_batch), unit.shard)
 
-    def encode_text(clips):
-        emb, mask, trunc = models.text.encode([c.meta["caption"] for c in clips])
-        return list(zip(emb.numpy(), mask.numpy(), trunc.numpy()))
-
-    text = _run_stage("text_encoder", {0: kept} if kept else {}, encode_text, unit.shard)
+    text = encode_captions(models, kept, unit.shard)
 
     width, height = FORMATS[cfg.sr_format]
     grid = tuple(int(g) for g in models.video.latent_shape(cfg.sr_frames, height, width))
