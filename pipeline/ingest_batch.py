@@ -28,8 +28,9 @@ from videopoet.pipeline.sources import InputSpec, open_local
 
 # Bump when decoding/selection semantics change in a way that changes clip bytes.
 # 2: libswscale area resize; 3: frame times by presentation order; 4: full-chroma planar RGB from libswscale,
-# audio mixed to mono before resampling (docs/formats.md)
-PIPELINE_VERSION = 4
+# audio mixed to mono before resampling; 5: PyAV scales only each format's source box (decord's and the
+# images' box, offsets on the chroma grid) (docs/formats.md)
+PIPELINE_VERSION = 5
 KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 AUDIO_SAMPLE_RATE = 16_000
 CLIP_FPS = 8

@@ -12,7 +12,7 @@ from videopoet.pipeline.media.audio import _AudioCollector, _AudioResult, _decod
 from videopoet.pipeline.media.clip import _VideoResult
 from videopoet.pipeline.media.config import MediaConfig
 from videopoet.pipeline.media.errors import MediaError
-from videopoet.pipeline.media.frames import _displayed_size, _frame_formats_pyav
+from videopoet.pipeline.media.frames import FrameConverter, _displayed_size, _frame_formats_pyav
 from videopoet.pipeline.media.probe import _frac_time, _open_error, _packet_index, _probe
 from videopoet.pipeline.media.pyav_seek import _decode_pyav_sparse, _use_seek
 from videopoet.pipeline.media.windows import _Picker, _plan
@@ -136,7 +136,6 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
     duration), the windows are planned again from the decoded span (`plan_span`) and the input is
     decoded once more."""
     import av
-    from av.video.reformatter import VideoReformatter
 
     try:
         container = av.open(path, metadata_errors="ignore")
@@ -167,7 +166,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
             fallback_dt = 1 / Fraction(vstream.average_rate)
         plan = _skip_plan(path, cfg, planned, info, vstream, fallback_dt) if (allow_skip and retime is None) else None
         again = {"allow_skip": False, "one_thread": one_thread, "retime": retime, "plan_span": plan_span}
-        reformatter = VideoReformatter()
+        converter = FrameConverter()
         codec = vstream.codec_context
         skipping = False
         times: list[Fraction] = []
@@ -179,7 +178,7 @@ def _decode_pyav(path: str, cfg: MediaConfig, *, allow_skip: bool = True, one_th
         plan_ok, plan_last, plan_hits, plan_decoded, last_frame = True, -1, 0, 0, None
 
         def keep(j: int, frame, need: list[Fraction]) -> None:
-            for fmt, img in _frame_formats_pyav(frame, cfg.formats, reformatter).items():
+            for fmt, img in _frame_formats_pyav(frame, cfg.formats, converter).items():
                 images[(j, fmt)] = img
             for tau in need:
                 picks[tau] = j

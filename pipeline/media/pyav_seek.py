@@ -9,7 +9,7 @@ import numpy as np
 
 from videopoet.pipeline.media.clip import _VideoResult
 from videopoet.pipeline.media.config import CLIP_FPS, MediaConfig
-from videopoet.pipeline.media.frames import _displayed_size, _frame_formats_pyav
+from videopoet.pipeline.media.frames import FrameConverter, _displayed_size, _frame_formats_pyav
 from videopoet.pipeline.media.probe import _frac_time
 from videopoet.pipeline.media.windows import _Picker
 
@@ -34,7 +34,6 @@ def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned
     fps), exact for constant frame rate. Returns None when the file cannot be handled this way
     (the caller then decodes everything)."""
     import av
-    from av.video.reformatter import VideoReformatter
 
     tb = Fraction(vstream.time_base) if vstream.time_base else None
     rate = Fraction(vstream.average_rate) if vstream.average_rate else None
@@ -50,7 +49,7 @@ def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned
     if t0 is None:
         return None
     taus = _Picker(cfg, planned).planned_times
-    reformatter = VideoReformatter()
+    converter = FrameConverter()
     segments: list[list[Fraction]] = []
     for tau in taus:  # runs of needed times less than 2 s apart share one seek
         if segments and tau - segments[-1][-1] < 2:
@@ -69,7 +68,7 @@ def _decode_pyav_sparse(container, vstream, path: str, cfg: MediaConfig, planned
         if not hit:
             return
         j = index(a)
-        for fmt, img in _frame_formats_pyav(frame, cfg.formats, reformatter).items():
+        for fmt, img in _frame_formats_pyav(frame, cfg.formats, converter).items():
             images[(j, fmt)] = img
         for tau in hit:
             picks[tau] = j
