@@ -2,6 +2,8 @@
 
     python bench/sr_learn.py                       # 9-minute CPU budget, JSON to bench/results/sr_learn.json
     python bench/sr_learn.py --minutes 3 --clips 128 --held-out 16 --out /tmp/sr.json   # a quick look
+    python bench/sr_learn.py --tokenizer-only --minutes 10 --work /tmp/tok   # only train + check a tokenizer,
+    python bench/sr_learn.py --tokenizer /tmp/tok/tokenizer_run/tokenizer     # then give SR the whole budget
 
 In one process on the CPU, nothing downloaded:
 1. data: moving-shape HR clips (bench/tokenizer.py's generator, imported) of 9 x 64 x 64, colours snapped
@@ -20,6 +22,11 @@ In one process on the CPU, nothing downloaded:
    video for the SR model (MaskGIT 24 steps at guidance 1 = conditional, temperature 1 and 0; argmax of
    one all-masked pass) and the baseline, with the plain bicubic upsample in pixels and the tokenizer's
    own reconstruction of the HR clip (the ceiling of any token prediction) for reference.
+
+--tokenizer-only trains the tokenizer (step 2) for the whole budget less a check reserve, then checks it on
+`--check-clips` extra clips generated after the bench's clips (never trained on, and not the SR held-out set):
+its ceiling (decode of the HR tokens), the baseline's decoded PSNR and exact-token accuracy, and plain bicubic
+in pixels. A tokenizer only makes the SR comparison meaningful if its ceiling sits clearly above the baseline.
 
 Why colours are snapped (--levels 4: 0/85/170/255 per channel; --levels 0 keeps bench/tokenizer.py's
 continuous colours): the SR model sees token ids, so it can only map codes it has seen. With continuous
@@ -173,6 +180,53 @@ def train_video_tokenizer(args, train_hr: list[np.ndarray], work: Path, seconds:
     return work / "tokenizer_run" / "tokenizer"
 
 
+def make_clips(args, indices) -> list[np.ndarray]:
+    """HR clips number `indices`: moving shapes, `--stripes` of the shapes striped, colours snapped."""
+    moving_shapes = _moving_shapes_generator()
+    hr = []
+    for i in indices:
+        seed = args.seed * 100_000 + i
+        rgb = moving_shapes(f"c{i}", seed, args.frames, args.size).rgb
+        hr.append(snap_colours(stripe_shapes(rgb, args.stripes, np.random.default_rng(seed)), args.levels))
+    return hr
+
+
+def tokenizer_check(tok: VideoTokenizer, hr: list[np.ndarray], batch: int) -> dict[str, float]:
+    """What a tokenizer leaves an SR model to win on these clips: the decode of their HR tokens (the ceiling of
+    any token prediction) against the baseline (tokens of the bicubic upsample of the LR clip)."""
+    lr = [downsample_2x(v) for v in hr]
+    hr_tok = encode(tok, hr, batch)
+    base_tok = encode(tok, [upsample_2x(v) for v in lr], batch)
+    x = torch.stack([video_to_tensor(v) for v in hr])
+    bicubic = torch.stack([video_to_tensor(upsample_2x(v)) for v in lr])
+    ceiling = float(psnr(decode(tok, hr_tok, batch), x).mean())
+    baseline = float(psnr(decode(tok, base_tok, batch), x).mean())
+    return {"clips": len(hr), "tokenizer_recon_of_hr_psnr": ceiling, "baseline_decoded_psnr": baseline,
+            "psnr_headroom_over_baseline_db": ceiling - baseline, "bicubic_pixels_psnr": float(psnr(bicubic, x).mean()),
+            **{f"baseline_{k}": v for k, v in token_accuracy(base_tok, hr_tok).items()}}
+
+
+def run_tokenizer_only(args) -> dict:
+    """Train the tokenizer for the whole budget (less a check reserve) and check it on fresh clips."""
+    t0 = time.perf_counter()
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_sr_tokenizer_"))
+    work.mkdir(parents=True, exist_ok=True)
+    hr = make_clips(args, range(args.held_out, args.clips))  # the SR bench's training clips only
+    seconds = 60 * args.minutes - args.check_reserve_s - (time.perf_counter() - t0)
+    tok_path = train_video_tokenizer(args, hr, work, seconds, t0)
+    tok = VideoTokenizer.load(tok_path).eval()
+    check = tokenizer_check(tok, make_clips(args, range(args.clips, args.clips + args.check_clips)),
+                            args.encode_batch)
+    log(t0, "tokenizer check on " + ", ".join(f"{k} {v:.3f}" for k, v in check.items()))
+    return {"bench": "sr_learn_tokenizer", "device": f"{platform.machine()} ({os.cpu_count()} cores, "
+                                                     f"{torch.get_num_threads()} torch threads)",
+            "minutes_budget": args.minutes, "seconds_total": time.perf_counter() - t0,
+            "tokenizer_train_seconds": seconds, "tokenizer_override": list(args.tokenizer_override),
+            "train_clips": len(hr), "clip": [args.frames, args.size, args.size], "colour_levels": args.levels,
+            "striped_fraction": args.stripes, "tokenizer": str(tok_path),
+            "grid": list(tok.latent_shape(args.frames, args.size, args.size)), "check": check}
+
+
 def sr_rows(keys, hr_tokens, lr_tokens, text_dim: int) -> list[dict]:
     zeros = np.zeros((TEXT_SLOTS, text_dim), np.float32)
     no_text = np.zeros(TEXT_SLOTS, bool)
@@ -188,12 +242,7 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
 
     # 1. data
-    moving_shapes = _moving_shapes_generator()
-    hr = []
-    for i in range(args.clips):
-        seed = args.seed * 100_000 + i
-        rgb = moving_shapes(f"c{i}", seed, args.frames, args.size).rgb
-        hr.append(snap_colours(stripe_shapes(rgb, args.stripes, np.random.default_rng(seed)), args.levels))
+    hr = make_clips(args, range(args.clips))
     lr = [downsample_2x(v) for v in hr]
     n_held = args.held_out
     held, train = slice(0, n_held), slice(n_held, None)
@@ -325,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stripes", type=float, default=0.5, help="fraction of shapes with period-2 stripes")
     parser.add_argument("--tokenizer", default=None, help="a trained video tokenizer directory (skips training)")
     parser.add_argument("--tokenizer-share", type=float, default=1 / 3, help="share of the budget for the tokenizer")
+    parser.add_argument("--tokenizer-only", action="store_true",
+                        help="train the tokenizer for the whole budget, check it on --check-clips fresh clips, stop")
+    parser.add_argument("--check-clips", type=int, default=32, help="--tokenizer-only: clips of the check")
+    parser.add_argument("--check-reserve-s", type=float, default=45.0,
+                        help="--tokenizer-only: seconds of the budget kept for the data and the check")
     parser.add_argument("--tokenizer-image-steps", type=int, default=50)
     parser.add_argument("--tokenizer-override", nargs="*", default=[],
                         help="tokenizer train config key=value (recipe tiny), e.g. model.channel_mult=[1,2,2]")
@@ -339,7 +393,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.held_out < 1 or args.clips <= args.held_out + 4:
         parser.error("--clips must exceed --held-out by more than 4 (the training clips)")
+    if args.tokenizer_only and (args.tokenizer or args.check_clips < 1):
+        parser.error("--tokenizer-only trains a tokenizer (no --tokenizer) and needs --check-clips >= 1")
     torch.set_num_threads(args.threads)
+    if args.tokenizer_only:
+        result = run_tokenizer_only(args)
+        out = Path(args.out) if args.out else RESULTS / "sr_learn_tokenizer.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        check = result["check"]
+        print(f"wrote {out}")
+        print(f"sr_learn tokenizer: {result['tokenizer']} (grid {result['grid']}); on {check['clips']} fresh clips "
+              f"ceiling {check['tokenizer_recon_of_hr_psnr']:.2f} dB vs baseline {check['baseline_decoded_psnr']:.2f} "
+              f"dB (headroom {check['psnr_headroom_over_baseline_db']:.2f} dB; bicubic pixels "
+              f"{check['bicubic_pixels_psnr']:.2f}), baseline exact-token accuracy {check['baseline_acc_token']:.3f}")
+        return 0
     result = run(args)
     out = Path(args.out) if args.out else RESULTS / "sr_learn.json"
     out.parent.mkdir(parents=True, exist_ok=True)
