@@ -250,7 +250,7 @@ def evaluate_audio(checkpoint: str | Path, data: str | Path, *, clips: int | Non
             e = torch.as_tensor(est, dtype=torch.float32).reshape(1, 1, -1)
             acc[name].setdefault("mel_distance", []).append(float(mel_distance(ref, e, sample_rate=sr)[0]))
             acc[name].setdefault("si_snr_db", []).append(float(si_snr(ref, e)[0]))
-            if reason is None:
+            if reason is None and ref_np.size >= visqol_mod.MIN_SECONDS * sr:
                 for mode in visqol_modes:
                     acc[name].setdefault(f"visqol_{mode}", []).append(visqol_mod.score(ref_np, est, mode, sr))
     rows = {}

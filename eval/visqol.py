@@ -16,6 +16,7 @@ import numpy as np
 
 SAMPLE_RATE = 16_000
 MODES = ("speech", "audio")
+MIN_SECONDS = 1.0  # shorter signals fail inside the package's patch selection (0.5 s does, 0.75 s does not)
 _APIS: dict[str, object] = {}
 
 

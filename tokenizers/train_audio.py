@@ -43,6 +43,7 @@ import torch
 from torch.nn import functional as F
 
 from videopoet.config import ConfigError, from_dict, to_dict
+from videopoet.eval import baselines, visqol
 from videopoet.eval.audio_metrics import codebook_usage, mel_distance, si_snr
 from videopoet.paths import output_dir
 from videopoet.pipeline.clip_shards import iter_clip_shard, iter_clips, list_shards
@@ -159,17 +160,31 @@ def load_eval_waves(root: str | Path, cfg: DataConfig) -> tuple[list, bool]:
 # evaluation
 
 
-def evaluate(model, eval_waves: list) -> dict[str, float]:
-    """Held-out mel distance, SI-SNR (through encode -> decode, the public path) and code usage."""
-    mels, snrs, all_codes = [], [], []
-    for _, wave in eval_waves:
+def evaluate(model, eval_waves: list, visqol_cache: dict[str, float] | None = None) -> dict[str, float]:
+    """Held-out mel distance, SI-SNR (through encode -> decode, the public path) and code usage; with
+    `visqol_cache` (a dict) also ViSQOL speech of the reconstructions and of Opus at 6 kbps on the same clips
+    (the Opus figures are computed once per clip and kept in the dict: the held-out clips do not change);
+    clips shorter than visqol.MIN_SECONDS get no ViSQOL."""
+    mels, snrs, all_codes, mos, mos_opus = [], [], [], [], []
+    use_visqol = visqol_cache is not None and visqol.unavailable_reason() is None
+    for key, wave in eval_waves:
         x = wave.unsqueeze(0)  # [1, 1, S]
         codes = model.encode(x)
         y = model.decode(codes, length=x.shape[-1]).cpu()
         mels.append(float(mel_distance(x, y)[0]))
         snrs.append(float(si_snr(x, y)[0]))
         all_codes.append(codes.cpu().flatten(2))
+        if use_visqol and x.shape[-1] >= visqol.MIN_SECONDS * model.cfg.sample_rate:
+            ref = x.reshape(-1).cpu().numpy()
+            mos.append(visqol.score(ref, y.reshape(-1).float().numpy(), "speech", model.cfg.sample_rate))
+            if key not in visqol_cache:
+                opus, _ = baselines.opus_roundtrip(ref, model.cfg.sample_rate, 6000)
+                visqol_cache[key] = visqol.score(ref, opus, "speech", model.cfg.sample_rate)
+            mos_opus.append(visqol_cache[key])
     metrics = {"eval/mel_distance": sum(mels) / len(mels), "eval/si_snr_db": sum(snrs) / len(snrs)}
+    if mos:
+        metrics["eval/visqol_speech"] = sum(mos) / len(mos)
+        metrics["eval/visqol_speech_opus_6kbps"] = sum(mos_opus) / len(mos_opus)
     codes = torch.cat([c.permute(1, 0, 2).reshape(c.shape[1], -1) for c in all_codes], dim=1).unsqueeze(0)
     for level, usage in enumerate(codebook_usage(codes, model.cfg.codebook_size)):
         metrics[f"usage/level{level}_eval_used_fraction"] = usage["used_fraction"]
@@ -204,6 +219,7 @@ class AudioTokenizerTrainer:
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.optim.disc_lr, betas=betas, weight_decay=0.0)
         self.stream = AudioCropStream(data, cfg.data.segment_samples, cfg.data.holdout_fraction, cfg.data.seed)
         self.eval_waves = eval_waves or []
+        self._visqol_cache: dict[str, float] = {}  # key -> ViSQOL of Opus 6 kbps (the clips do not change)
         self.step = 0
         self._batches: Iterator | None = None
 
@@ -240,7 +256,9 @@ class AudioTokenizerTrainer:
         return self.model.save(directory, extra={"step": self.step, "train_config": to_dict(self.cfg)})
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate(self.model, self.eval_waves) if self.eval_waves else {}
+        if not self.eval_waves:
+            return {}
+        return evaluate(self.model, self.eval_waves, self._visqol_cache if self.cfg.eval_visqol else None)
 
     # -- one step ------------------------------------------------------------------------------------
     def train_step(self, wave=None) -> dict[str, float]:
@@ -377,9 +395,16 @@ def train(cfg: AudioTrainConfig, data: str | Path, out: str | Path, *, stop_afte
         print(f"train-tokenizer audio: {steps_done} steps in {elapsed:.1f} s "
               f"({steps_done / max(elapsed, 1e-9):.2f} steps/s, {audio_s / max(elapsed, 1e-9):.1f} s of audio/s); "
               f"step {summary['step']}/{cfg.steps}; held-out mel distance {summary['eval/mel_distance']:.3f}, "
-              f"SI-SNR {summary['eval/si_snr_db']:.2f} dB; tokenizer {summary['tokenizer']} "
+              f"SI-SNR {summary['eval/si_snr_db']:.2f} dB{_visqol_text(summary)}; tokenizer {summary['tokenizer']} "
               f"({summary['content_hash'][:12]})")
     return summary
+
+
+def _visqol_text(summary: dict[str, Any]) -> str:
+    if "eval/visqol_speech" not in summary:
+        return ""
+    return (f", ViSQOL speech {summary['eval/visqol_speech']:.2f} (Opus 6 kbps "
+            f"{summary['eval/visqol_speech_opus_6kbps']:.2f})")
 
 
 def run(args) -> int:

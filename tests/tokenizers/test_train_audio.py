@@ -148,3 +148,26 @@ def test_audio_metrics_closed_forms():
     usage = codebook_usage(torch.arange(8).view(1, 1, 8).repeat(1, 2, 1) % torch.tensor([8, 2]).view(1, 2, 1), 8)
     assert usage[0] == {"used_fraction": 1.0, "perplexity": pytest.approx(8.0)}
     assert usage[1]["used_fraction"] == 0.25 and usage[1]["perplexity"] == pytest.approx(2.0)
+
+
+def test_eval_reports_visqol_beside_opus_once_per_clip():
+    """The quality bar of a 2 kbps codec: ViSQOL speech (MOS 1..5) of the reconstruction beside Opus at 6 kbps
+    on the same held-out clip; the Opus figure is computed once; a clip under visqol.MIN_SECONDS gets none."""
+    from videopoet.eval import visqol
+
+    torch.manual_seed(0)
+    model = AudioTokenizer(train_audio.RECIPES.get("tiny", FAST).model).eval()
+    t = torch.arange(20_000) / 16_000
+    wave = (0.3 * torch.sin(2 * torch.pi * 440 * t) * (1 + 0.5 * torch.sin(2 * torch.pi * 3 * t))).reshape(1, -1)
+    cache: dict[str, float] = {}
+    with torch.no_grad():
+        first = train_audio.evaluate(model, [("tone", wave)], cache)
+        assert set(cache) == {"tone"} and 1.0 <= cache["tone"] <= 5.0
+        assert 1.0 <= first["eval/visqol_speech"] <= 5.0
+        assert first["eval/visqol_speech_opus_6kbps"] == cache["tone"]
+        # Opus is not run again: a planted value comes back
+        cache["tone"] = 4.25
+        assert train_audio.evaluate(model, [("tone", wave)], cache)["eval/visqol_speech_opus_6kbps"] == 4.25
+        short = wave[:, : int(visqol.MIN_SECONDS * 16_000) - 1]
+        assert "eval/visqol_speech" not in train_audio.evaluate(model, [("short", short)], {})
+        assert "eval/visqol_speech" not in train_audio.evaluate(model, [("tone", wave)], None)
