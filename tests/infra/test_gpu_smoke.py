@@ -40,7 +40,7 @@ def test_gpu_smoke_cpu_mode(tmp_path):
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([sys.executable, "-P", str(SCRIPT), "--cpu-smoke", "--out", str(out),
                            "--port", str(_free_port())],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["mode"] == "cpu-smoke" and result["complete"] is True
