@@ -44,6 +44,7 @@ import torch
 from videopoet.checkpoint import read_meta
 from videopoet.config import ConfigError, UsageError, apply_overrides
 from videopoet.eval import eval_score
+from videopoet.eval.eval_sampling import generate_samples
 from videopoet.eval.eval_score import features_path
 from videopoet.eval.protocols import (
     Example,
@@ -65,7 +66,6 @@ from videopoet.tracking import Tracker
 
 EVAL_JOB_VERSION = 1
 VIDEOS_DIR = "videos"
-LM_FRAMES = 17  # the LM's clip length (1 + 4k latent frames); the metrics take the protocol's first `frames`
 
 
 @dataclass
@@ -201,13 +201,6 @@ def to_protocol_clip(protocol: Protocol, rgb: np.ndarray) -> np.ndarray:
     if clip.shape[1:3] != (h, w):
         clip = np.stack([resize_crop(img, w, h) for img in clip])
     return np.ascontiguousarray(clip)
-
-
-def _pad_frames(rgb: np.ndarray, frames: int) -> np.ndarray:
-    """Repeat the last frame up to `frames` (the tokenizer takes 1 + 4k frames; COMMIT's 'edge' fill)."""
-    if rgb.shape[0] >= frames:
-        return rgb[:frames]
-    return np.concatenate([rgb, np.repeat(rgb[-1:], frames - rgb.shape[0], axis=0)])
 
 
 class EvalJob(DataJob[EvalUnit, EvalUnitResult]):
@@ -394,64 +387,10 @@ class EvalJob(DataJob[EvalUnit, EvalUnitResult]):
                               seconds=time.perf_counter() - t0)
 
     def _generate(self, good: list[Prepared], m: Models) -> list[np.ndarray]:
-        """LM samples (uint8 [17, H, W, 3]) of the examples, in batches of rows that share a layout."""
-        from videopoet.tokenizers.magvit2 import tensor_to_video
-
-        rows = [self._request(p, m) for p in good]
-        seeds = [example_seed(self.protocol, p.ref.index) for p in good]
-        out: list[np.ndarray | None] = [None] * len(good)
-        shapes: dict[Any, list[int]] = {}
-        for i, row in enumerate(rows):
-            shapes.setdefault(row.get("text_emb") is not None, []).append(i)
-        from videopoet.trainer.sampling import SamplingConfig, generate
-
-        for with_text, members in shapes.items():
-            # guidance mixes with the null text: only rows that have a caption can be guided
-            scfg = SamplingConfig(self.cfg.temperature, self.cfg.top_k, self.cfg.top_p,
-                                  self.cfg.cfg_scale if with_text else None, self.protocol.seed)
-            for s in range(0, len(members), self.cfg.batch_size):
-                part = members[s:s + self.cfg.batch_size]
-                gen = generate(m.lm, self.protocol.task, [rows[i] for i in part], scfg, device=m.device,
-                               row_seeds=[seeds[i] for i in part])
-                with torch.no_grad():
-                    video = m.vt.decode(gen.video_codes.to(m.device)).float().cpu()
-                for i, v in zip(part, video):
-                    out[i] = tensor_to_video(v).numpy()
-        return out  # type: ignore[return-value]
-
-    def _request(self, p: Prepared, m: Models) -> dict[str, Any]:
-        from videopoet.tokenizers.magvit2 import video_to_tensor
-        from videopoet.trainer.sampling import fp5_condition, request_row
-
-        task = self.protocol.task
-        kw: dict[str, Any] = {}
-        if m.text is not None and p.ref.caption:
-            emb, mask, _ = m.text.encode([p.ref.caption])
-            kw.update(text_emb=emb[0].float().numpy(), text_mask=mask[0].numpy())
-        cond = p.example.condition if p.example is not None else None
-        with torch.no_grad():
-            if task == "fp5":
-                video = video_to_tensor(cond).unsqueeze(0).to(m.vt.device)
-                kw["condition_tokens"] = fp5_condition(m.vt, video[:, :, :5], LM_FRAMES)[0].cpu().numpy()
-            elif task in ("inpaint", "outpaint", "style"):
-                if task == "style":
-                    cond = self._style_condition(cond)
-                video = video_to_tensor(_pad_frames(cond, LM_FRAMES)).unsqueeze(0).to(m.vt.device)
-                kw["condition_tokens"] = m.vt.encode(video).flatten().cpu().numpy()
-        return request_row(task, num_frames=LM_FRAMES, **kw)
-
-    def _style_condition(self, rgb: np.ndarray) -> np.ndarray:
-        """(flow x, flow y, depth) of the source clip by the ConditionModel ingest runs (DIS flow, no depth)."""
-        from videopoet.pipeline.conditions import ConditionModel
-        from videopoet.pipeline.media import MediaConfig
-        from videopoet.pipeline.media.clip import DecodedClip
-
-        rgb = _pad_frames(rgb, LM_FRAMES)
-        clip = DecodedClip(window_index=0, num_frames=rgb.shape[0], format="square", start_time_s=0.0, rgb=rgb,
-                           audio=None, source_fps=float(self.protocol.fps),
-                           source_frame_indices=list(range(rgb.shape[0])))
-        cfg = MediaConfig(clip_frames=(rgb.shape[0],), formats=("square",), flow="dis", depth="none")
-        return ConditionModel(cfg)([clip])[0]
+        """LM samples (uint8 [17, H, W, 3]) of the examples (videopoet.eval.eval_sampling)."""
+        requests = [(p.ref, p.example.condition if p.example is not None else None) for p in good]
+        return generate_samples(self.protocol, self.cfg, requests, [example_seed(self.protocol, p.ref.index)
+                                                                    for p in good], m)
 
     def _row(self, unit: EvalUnit, ref: ExampleRef, group: int, error: str) -> dict[str, Any]:
         return {"unit": unit.index, "kind": unit.kind, "index": ref.index, "key": ref.key, "caption": ref.caption,
