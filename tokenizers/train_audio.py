@@ -329,7 +329,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         print("warning: no held-out clip in --data (too few clips); evaluating on training clips", file=sys.stderr)
     trainer = AudioTokenizerTrainer(cfg, data, device=loop_config.get("device") or str(ctx.device),
                                     eval_waves=eval_waves)
-    manager = CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg), keep=cfg.keep_checkpoints)
+    manager = CheckpointManager.for_config(out, kind=TRAIN_STATE_KIND, cfg=cfg, keep=cfg.keep_checkpoints)
     resume = manager.resume_point()
     if resume is not None:
         trainer.load_payload(resume[0])

@@ -367,7 +367,7 @@ def train_worker(loop_config: dict[str, Any]) -> list[dict[str, float]]:
     ctx = worker_context()
     tracker = Tracker.attach(loop_config.get("run_id")) if ctx.is_main else Tracker.disabled()
     trainer = VideoTokenizerTrainer(cfg, loop_config["data"], ctx, tracker, out_dir)
-    manager = CheckpointManager(out_dir, kind=TRAIN_KIND, config=to_dict(cfg), keep=cfg.keep_checkpoints)
+    manager = CheckpointManager.for_config(out_dir, kind=TRAIN_KIND, cfg=cfg, keep=cfg.keep_checkpoints)
     resume = manager.resume_point()
     if resume is not None:
         trainer.load_payload(resume[0])
@@ -413,7 +413,7 @@ def train(cfg: VideoTrainConfig, data: str | Path, out_dir: str | Path, *, num_w
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    CheckpointManager(out_dir, kind=TRAIN_KIND, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
+    CheckpointManager.for_config(out_dir, kind=TRAIN_KIND, cfg=cfg).resume_point()  # refuse early, before MLflow
     with Tracker.start("train-tokenizer-video", cfg, tags={"num_workers": str(num_workers),
                                                           "data": str(data)}) as tracker:
         loop_config = {"config": to_dict(cfg), "out_dir": str(out_dir), "data": str(Path(data).resolve()),

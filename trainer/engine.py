@@ -57,8 +57,8 @@ class LMRun:
         self.run_dir = Path(loop_config["run_dir"])
         self.trainer = LMTrainer(cfg, rank=ctx.rank, world_size=ctx.world_size, local_rank=ctx.local_rank,
                                  engine=loop_config["engine"])
-        self.manager = CheckpointManager(self.run_dir, kind=TRAIN_KIND, config=training_dict(cfg),
-                                         keep=cfg.checkpoint.keep)
+        self.manager = CheckpointManager.for_config(self.run_dir, kind=TRAIN_KIND, cfg=cfg, keep=cfg.checkpoint.keep,
+                                                    as_dict=training_dict)
         self.tracker = Tracker.attach(loop_config["run_id"]) if ctx.is_main else Tracker.disabled()
         self.tokens = 0
 
@@ -148,7 +148,8 @@ def run(cfg: TrainConfig, *, num_workers: int | None = None, progress: bool = Tr
         cfg = dataclasses_replace_engine(cfg, kind="plain")
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    CheckpointManager(run_dir, kind=TRAIN_KIND, config=training_dict(cfg)).resume_point()  # refuse early
+    # refuse early
+    CheckpointManager.for_config(run_dir, kind=TRAIN_KIND, cfg=cfg, as_dict=training_dict).resume_point()
     summary_file = run_dir / "last_summary.json"
     summary_file.unlink(missing_ok=True)
     tags = {"engine": cfg.engine.kind if workers else "plain", "world_size": str(max(1, workers)),

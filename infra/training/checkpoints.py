@@ -11,7 +11,11 @@ A step is written into `checkpoints/.step_<N:08d>.partial/` (every rank may writ
 then meta.json is added and the directory renamed into place, so a killed job never leaves a
 partial step under the final name; the newest `keep` steps are kept. Resume policy: the newest step
 is resumed when its config equals the run's; otherwise the run is refused with one ConfigError line
-listing the differing keys. A run directory holding a layout of an older version is refused too.
+listing the differing keys. One allowance keeps run directories resumable across versions: a key that
+the checkpoint's config lacks (added to the config by a later version) is accepted when the run's
+value equals the key's default (`defaults`, the config dataclass's own defaults), since a new key's
+default must reproduce what the older version did. A run directory holding a layout of an older
+version is refused too.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, Callable
 import torch
 
 from videopoet.checkpoint import CheckpointError
-from videopoet.config import ConfigError
+from videopoet.config import ConfigError, to_dict
 
 FORMAT = "videopoet-train-checkpoint"
 FORMAT_VERSION = 2
@@ -47,6 +51,24 @@ def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+_ABSENT = object()
+
+
+def _lookup(config: Any, dotted: str) -> Any:
+    """The value at a dotted key of a nested dict, or _ABSENT."""
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return _ABSENT
+        config = config[part]
+    return config
+
+
+def new_keys_at_default(stored: dict, current: dict, defaults: dict, keys: list[str]) -> list[str]:
+    """Those of the differing `keys` that `stored` lacks and whose current value is the default."""
+    return [k for k in keys if _lookup(stored, k) is _ABSENT and _lookup(defaults, k) is not _ABSENT
+            and _lookup(current, k) == _lookup(defaults, k)]
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
@@ -57,12 +79,20 @@ class CheckpointManager:
     """Checkpoints of one run directory. `config` is the plain dict a resume must match exactly
     (a job leaves out settings that do not change the numbers, e.g. where or how long it runs)."""
 
-    def __init__(self, run_dir: str | Path, *, kind: str, config: dict[str, Any], keep: int = 2):
+    def __init__(self, run_dir: str | Path, *, kind: str, config: dict[str, Any], keep: int = 2,
+                 defaults: dict[str, Any] | None = None):
         if keep < 1:
             raise ValueError(f"keep={keep}: must be >= 1")
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoints"
-        self.kind, self.config, self.keep = kind, config, keep
+        self.kind, self.config, self.keep, self.defaults = kind, config, keep, defaults or {}
+
+    @classmethod
+    def for_config(cls, run_dir: str | Path, *, kind: str, cfg: Any, keep: int = 2,
+                   as_dict: Callable[[Any], dict[str, Any]] = to_dict) -> "CheckpointManager":
+        """The manager of a run of dataclass config `cfg`, compared as `as_dict(cfg)` with its dataclass's
+        defaults (`as_dict(type(cfg)())`) for keys that older checkpoints lack."""
+        return cls(run_dir, kind=kind, config=as_dict(cfg), keep=keep, defaults=as_dict(type(cfg)()))
 
     # -- names -----------------------------------------------------------------------------------
     def step_dir(self, step: int) -> Path:
@@ -122,7 +152,10 @@ class CheckpointManager:
                 "with the videopoet version that wrote it")
 
     def check_config(self, path: Path, meta: dict[str, Any]) -> None:
-        diff = config_diff(meta.get("config", {}), self.config)
+        stored = meta.get("config", {})
+        diff = config_diff(stored, self.config)
+        accepted = new_keys_at_default(stored, self.config, self.defaults, diff)
+        diff = [k for k in diff if k not in accepted]
         if diff:
             shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
             raise ConfigError(f"{path}: written with a different config (differing keys: {shown}); "

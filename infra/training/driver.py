@@ -34,7 +34,7 @@ def run_training(worker: Callable[[dict[str, Any]], Any], cfg: Any, *, job: str,
 
     `loop_config` gains `config` (the config as a dict), `out` (the run directory) and `run_id`."""
     run_dir = Path(run_dir)
-    CheckpointManager(run_dir, kind=kind, config=to_dict(cfg)).resume_point()  # refuse early, before MLflow
+    CheckpointManager.for_config(run_dir, kind=kind, cfg=cfg).resume_point()  # refuse early, before MLflow
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     with Tracker.start(job, cfg, run_name=run_name, tags={"num_workers": str(num_workers), **(tags or {})}) as tracker:
         loop_config = {**loop_config, "config": to_dict(cfg), "out": str(run_dir), "run_id": tracker.run_id}

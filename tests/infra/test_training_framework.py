@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from videopoet.checkpoint import CheckpointError
-from videopoet.config import ConfigError
+from videopoet.config import ConfigError, to_dict
 from videopoet.training.checkpoints import FORMAT_VERSION, CheckpointManager, config_diff
 from videopoet.training.loop import Cadence, run_loop
 
@@ -70,6 +70,40 @@ def test_changed_config_is_refused_naming_the_differing_keys(tmp_path):
     assert "optim.lr" in message and "model.channels" in message and "betas" not in message
     assert "\n" not in message
     assert config_diff(CFG, changed) == ["model.channels", "optim.lr"]
+
+
+def test_a_key_added_later_is_accepted_at_its_default_only(tmp_path):
+    """A checkpoint written before a config key existed resumes when the run keeps the key's default."""
+    _manager(tmp_path).save(3, _payload)
+    defaults = {**CFG, "optim": {**CFG["optim"], "clip": 1.0}, "ema": {"decay": 0.0}}
+    at_default = {**CFG, "optim": {**CFG["optim"], "clip": 1.0}, "ema": {"decay": 0.0}}
+    manager = CheckpointManager(tmp_path, kind="test-train", config=at_default, defaults=defaults)
+    assert manager.resume_point()[0].name == "step_00000003"
+    for changed in ({**at_default, "optim": {**CFG["optim"], "clip": 0.5}}, {**at_default, "ema": {"decay": 0.9}}):
+        with pytest.raises(ConfigError, match="different config"):
+            CheckpointManager(tmp_path, kind="test-train", config=changed, defaults=defaults).resume_point()
+    # a key the checkpoint has is never excused by the default, nor is a new key without a known default
+    with pytest.raises(ConfigError, match="optim.lr"):
+        CheckpointManager(tmp_path, kind="test-train", config={**CFG, "optim": {**CFG["optim"], "lr": 0.1}},
+                          defaults={**CFG, "optim": {**CFG["optim"], "lr": 0.1}}).resume_point()
+    with pytest.raises(ConfigError, match="extra"):
+        CheckpointManager(tmp_path, kind="test-train", config={**CFG, "extra": 1}, defaults=CFG).resume_point()
+
+
+def test_for_config_takes_the_defaults_from_the_config_dataclass(tmp_path):
+    from videopoet.trainer.sr.config import RECIPES_TRAIN, SRTrainConfig
+
+    cfg = RECIPES_TRAIN.get("tiny")
+    manager = CheckpointManager.for_config(tmp_path, kind="sr-train", cfg=cfg)
+    assert manager.defaults["objective"] == to_dict(SRTrainConfig().objective)
+    manager.save(1, _payload)
+    old = json.loads((manager.latest() / "meta.json").read_text())
+    del old["config"]["objective"]["lr_drop"]  # as if written before the key existed
+    (manager.latest() / "meta.json").write_text(json.dumps(old))
+    assert CheckpointManager.for_config(tmp_path, kind="sr-train", cfg=cfg).resume_point() is not None
+    cfg.objective.lr_drop = 0.3
+    with pytest.raises(ConfigError, match="objective.lr_drop"):
+        CheckpointManager.for_config(tmp_path, kind="sr-train", cfg=cfg).resume_point()
 
 
 @pytest.mark.parametrize("old", ["train_state/step_00000002", "checkpoint_00000002", "checkpoints/step_00000002"])

@@ -67,7 +67,7 @@ import torch.distributed as dist
 from torch import nn
 
 from videopoet.checkpoint import save_checkpoint
-from videopoet.config import ConfigError, from_dict, to_dict
+from videopoet.config import ConfigError, from_dict
 from videopoet.paths import output_dir
 from videopoet.pipeline.sr_shards import list_sr_shards, read_sr_shard, sr_shard_info
 from videopoet.tokenizers.lfq import split_tokens
@@ -477,7 +477,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     tracker = Tracker.attach(loop_config["run_id"]) if ctx.is_main else Tracker.disabled()
     trainer = SRTrainer(cfg, loop_config["data"], ctx, out=out, tracker=tracker,
                         video_tokenizer=loop_config.get("video_tokenizer"))
-    manager = CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg), keep=cfg.keep_checkpoints)
+    manager = CheckpointManager.for_config(out, kind=TRAIN_STATE_KIND, cfg=cfg, keep=cfg.keep_checkpoints)
     resume = manager.resume_point()
     if resume is not None:
         trainer.load_payload(resume[0])
@@ -540,7 +540,7 @@ def train(cfg: SRTrainConfig, data: Any, out: str | Path, *, stop_after: int | N
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if cfg.engine == "deepspeed":  # ZeRO shards are per rank: refuse another worker count before Ray starts
-        resume = CheckpointManager(out, kind=TRAIN_STATE_KIND, config=to_dict(cfg)).resume_point()
+        resume = CheckpointManager.for_config(out, kind=TRAIN_STATE_KIND, cfg=cfg).resume_point()
         saved = resume[1].get("extra", {}).get("world_size") if resume is not None else None
         if saved is not None and saved != num_workers:
             raise ConfigError(f"{resume[0]}: ZeRO checkpoint of {saved} workers; resume it with --num-workers {saved}")
