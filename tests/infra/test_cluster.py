@@ -21,156 +21,38 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
-import psutil
 import pytest
+from loopback_ray import BIN, HOST, LoopbackCluster, free_port, node_env
 
 from videopoet.pipeline import token_shards as ts
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 STEPS = 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+class Cluster(LoopbackCluster):
+    """The loopback cluster with the head's dashboard (the Jobs API and the state API) on a free port."""
 
-
-# Loopback only: with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray resolves "localhost"/127.0.0.1 to 127.0.0.1
-# (not to the address of the machine's default route), in every process of the nodes, the job drivers
-# and the `videopoet` drivers started here. The same switch refuses `ray start --address` (worker
-# nodes), so a worker node's `ray start` runs through WORKER_START, which allows it and keeps 127.0.0.1.
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-WORKER_START = ("import sys, ray._private.ray_constants as k, ray._private.services as s; k.ENABLE_RAY_CLUSTER = True; "
-                "s.get_node_ip_address = lambda address=None: '127.0.0.1'; from ray.scripts.scripts import main; "
-                "sys.argv[0] = 'ray'; main()")
-
-
-def _node_env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
-               RAY_AUTH_MODE="disabled", DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", **LOOPBACK)
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-class RayNode:
-    """One `ray start --block` process in its own session; stop() ends its whole process tree."""
-
-    def __init__(self, name: str, args: list[str], log_dir: Path, *, head: bool):
-        self.name = name
-        ports = ["--node-ip-address", HOST, "--node-manager-port", str(_free_port()),
-                 "--object-manager-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-                 "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-                 "--metrics-export-port", str(_free_port()), "--disable-usage-stats"]
-        self.log = open(log_dir / f"{name}.log", "w")
-        start = [str(BIN / "ray")] if head else [sys.executable, "-c", WORKER_START]
-        self.proc = subprocess.Popen([*start, "start", "--block", *args, *ports], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env=_node_env(), start_new_session=True)
-        self.seen: dict[int, psutil.Process] = {}
-
-    def tree(self) -> list[psutil.Process]:
-        """The node's live processes (the `ray start` process and all its descendants); remembered."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            procs = []
-        for p in procs:
-            self.seen.setdefault(p.pid, p)
-        return procs
-
-    def signal_all(self, sig: int) -> None:
-        for p in self.tree():
-            try:
-                p.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-
-    def kill(self) -> None:
-        """Lose the node at once: SIGKILL every process of its tree (a machine going away)."""
-        for _ in range(3):
-            self.signal_all(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 8) -> None:
-        """SIGTERM the tree (what `ray stop` sends), then SIGKILL whatever is left of it."""
-        self.signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-                                                  for p in self.seen.values()):
-            self.tree()
-            time.sleep(0.2)
-        self.kill()
-        psutil.wait_procs(list(self.seen.values()), timeout=10)
-        self.log.close()
-
-    def survivors(self) -> list[psutil.Process]:
-        return [p for p in self.seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-
-class Cluster:
     def __init__(self, root: Path):
-        self.root = root
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="vp-ray-", dir="/tmp"))  # short: socket paths <= 107
-        self.gcs_port, self.dash_port = _free_port(), _free_port()
-        self.address = f"{HOST}:{self.gcs_port}"
+        self.dash_port = free_port()
         self.dashboard = f"http://{HOST}:{self.dash_port}"
-        self.nodes: dict[str, RayNode] = {}
+        super().__init__(root, head_args=("--dashboard-host", HOST, "--dashboard-port", str(self.dash_port)))
 
-    def start_head(self) -> None:
-        self.nodes["head"] = RayNode("head", [
-            "--head", "--port", str(self.gcs_port), "--dashboard-host", HOST, "--dashboard-port", str(self.dash_port),
-            "--ray-client-server-port", str(_free_port()), "--num-cpus", "1", "--temp-dir", str(self.temp_dir),
-        ], self.root, head=True)
-
-    def add_node(self, name: str) -> None:
-        self.nodes[name] = RayNode(name, ["--address", self.address, "--num-cpus", "1"], self.root, head=False)
-
-    def alive_nodes(self) -> int:
+    def alive(self) -> int:
         from ray.util.state import list_nodes
 
-        return sum(1 for n in list_nodes(address=self.dashboard, raise_on_missing_output=False)
-                   if n.state == "ALIVE")
-
-    def wait_nodes(self, n: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for name, node in self.nodes.items():
-                node.tree()
-                assert node.proc.poll() is None or name not in self.live, (name, self.logs(name))
-            try:
-                if self.alive_nodes() == n:
-                    return
-            except Exception:
-                pass  # the dashboard is not up yet
-            assert time.monotonic() < deadline, f"{n} alive nodes not reached:\n" + self.logs("head")
-            time.sleep(0.5)
-
-    @property
-    def live(self) -> set[str]:
-        return {k for k, v in self.nodes.items() if v.proc.returncode is None}
-
-    def logs(self, name: str) -> str:
-        return (self.root / f"{name}.log").read_text()[-4000:]
-
-    def stop(self) -> list[psutil.Process]:
-        for name in ["head", *[k for k in self.nodes if k != "head"]][::-1]:  # workers first, head last
-            self.nodes[name].stop()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-        return [p for node in self.nodes.values() for p in node.survivors()]
+        try:
+            return sum(1 for n in list_nodes(address=self.dashboard, raise_on_missing_output=False)
+                       if n.state == "ALIVE")
+        except Exception:
+            return -1  # the dashboard is not up yet
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +115,7 @@ def _submit(cluster: Cluster, entrypoint: str, work: dict, timeout: float = 240)
         assert time.monotonic() < deadline, client.get_job_logs(job_id)[-4000:]
         time.sleep(1)
     logs = subprocess.run([str(BIN / "ray"), "job", "logs", job_id, "--address", cluster.dashboard],
-                          capture_output=True, text=True, timeout=60, env=_node_env()).stdout
+                          capture_output=True, text=True, timeout=60, env=node_env()).stdout
     assert status == JobStatus.SUCCEEDED, (status, client.get_job_info(job_id).message, logs[-4000:])
     return job_id, logs
 
@@ -315,7 +197,7 @@ def _train_cmd(work: dict, name: str, *extra: str) -> list[str]:
 
 
 def _train_env(work: dict) -> dict[str, str]:
-    return {**_node_env(), **work["env"]}
+    return {**node_env(), **work["env"]}
 
 
 @pytest.mark.timeout(240)

@@ -1,7 +1,7 @@
 """Ray liveness: a data job that loses a node mid-run either finishes (capacity left) or says so and stops.
 
-One module-scoped loopback cluster of `ray start --block` processes this module owns (the approach of
-tests/infra/test_cluster.py: own sessions, each node's process tree stopped by itself, never `ray stop`
+One module-scoped loopback cluster of `ray start --block` processes this module owns
+(tests/support/loopback_ray.py: own sessions, each node's process tree stopped by itself, never `ray stop`
 or a broad kill; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps everything on 127.0.0.1): a head and worker
 nodes of 1 logical CPU each; the head's GCS declares a lost node dead within a few seconds. The job is
 `videopoet ingest --engine ray --ray-address <head>` over 6 generated videos, one unit each, so its
@@ -16,149 +16,26 @@ Every process of the nodes and the drivers is checked gone at the end (psutil).
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 
-import psutil
 import pytest
+from loopback_ray import BIN, LoopbackCluster, ProcessTree, node_env
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 N_INPUTS = 6
 WARN_S, FAIL_S = 3, 12
-# The same loopback switch and worker-node wrapper as tests/infra/test_cluster.py (see there and docs/cluster.md).
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-WORKER_START = ("import sys, ray._private.ray_constants as k, ray._private.services as s; k.ENABLE_RAY_CLUSTER = True; "
-                "s.get_node_ip_address = lambda address=None: '127.0.0.1'; from ray.scripts.scripts import main; "
-                "sys.argv[0] = 'ray'; main()")
 # A SIGKILLed node is declared dead after about 3 failed health checks 0.5 s apart (default: 5 x 3 s).
 FAST_DEATH = {"RAY_health_check_initial_delay_ms": "1000", "RAY_health_check_period_ms": "500",
               "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
-               RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", **LOOPBACK, **extra)
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-class Tree:
-    """A process this module started in its own session, and every descendant ever seen of it."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-        self.seen: dict[int, psutil.Process] = {}
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            procs = []
-        for p in procs:
-            self.seen.setdefault(p.pid, p)
-        return procs
-
-    def signal_all(self, sig: int) -> None:
-        for p in self.tree():
-            try:
-                p.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-
-    def kill(self) -> None:
-        for _ in range(3):
-            self.signal_all(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self, timeout: float = 8) -> None:
-        self.signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.survivors():
-            self.tree()
-            time.sleep(0.2)
-        self.kill()
-        psutil.wait_procs(list(self.seen.values()), timeout=10)
-
-    def survivors(self) -> list[psutil.Process]:
-        alive = []
-        for p in self.seen.values():
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return alive
-
-
-class LoopbackCluster:
-    def __init__(self, root: Path):
-        self.root = root
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="vp-rl-", dir="/tmp"))  # short: socket paths <= 107
-        self.gcs_port = _free_port()
-        self.address = f"{HOST}:{self.gcs_port}"
-        self.nodes: dict[str, Tree] = {}
-
-    def _start(self, name: str, args: list[str], head: bool) -> None:
-        ports = ["--node-ip-address", HOST, "--node-manager-port", str(_free_port()),
-                 "--object-manager-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()),
-                 "--dashboard-agent-grpc-port", str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
-                 "--metrics-export-port", str(_free_port()), "--disable-usage-stats", "--num-cpus", "1"]
-        start = [str(BIN / "ray")] if head else [sys.executable, "-c", WORKER_START]
-        with open(self.root / f"{name}.log", "w") as log:
-            proc = subprocess.Popen([*start, "start", "--block", *args, *ports], stdout=log, stderr=subprocess.STDOUT,
-                                    env=_env(**FAST_DEATH), start_new_session=True)
-        self.nodes[name] = Tree(proc)
-
-    def start_head(self) -> None:
-        self._start("head", ["--head", "--port", str(self.gcs_port), "--include-dashboard", "false",
-                             "--ray-client-server-port", str(_free_port()), "--temp-dir", str(self.temp_dir)], True)
-
-    def add_node(self, name: str) -> None:
-        self._start(name, ["--address", self.address], False)
-
-    def alive(self) -> int:
-        out = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, log_to_driver=False); "
-                              "print(sum(n['Alive'] for n in ray.nodes()))" % self.address],
-                             capture_output=True, text=True, timeout=60, env=_env())
-        return int(out.stdout.split()[-1]) if out.returncode == 0 and out.stdout.split() else -1
-
-    def wait_nodes(self, n: int, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while (got := self.alive()) != n:
-            for name, node in self.nodes.items():
-                node.tree()
-            assert time.monotonic() < deadline, (n, got, {k: (self.root / f"{k}.log").read_text()[-1500:]
-                                                          for k in self.nodes})
-            time.sleep(1)
-
-    def stop(self) -> list[psutil.Process]:
-        for name in [k for k in self.nodes if k != "head"] + ["head"]:  # workers first, head last
-            self.nodes[name].stop()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-        return [p for node in self.nodes.values() for p in node.survivors()]
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LoopbackCluster(tmp_path_factory.mktemp("ray_liveness"))
+    c = LoopbackCluster(tmp_path_factory.mktemp("ray_liveness"), env=FAST_DEATH)
     try:
         c.start_head()
         c.wait_nodes(1)
@@ -193,22 +70,23 @@ ARGS = ["--config", "tiny", "--flow", "none", "--depth", "none", "--no-progress"
 def reference(media, tmp_path_factory, output_digests):
     out = tmp_path_factory.mktemp("liveness_local") / "out"
     proc = subprocess.run([str(BIN / "videopoet"), "ingest", "--engine", "local", "--input", str(media),
-                           "--output", str(out), *ARGS], capture_output=True, text=True, timeout=300, env=_env())
+                           "--output", str(out), *ARGS], capture_output=True, text=True, timeout=300, env=node_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     digests = output_digests(out)
     assert len(digests) >= 2 * N_INPUTS
     return digests
 
 
-def _ingest(cluster: LoopbackCluster, media: Path, out: Path, log: Path) -> Tree:
+def _ingest(cluster: LoopbackCluster, media: Path, out: Path, log: Path) -> ProcessTree:
     cmd = [str(BIN / "videopoet"), "ingest", "--engine", "ray", "--ray-address", cluster.address,
            "--input", str(media), "--output", str(out), *ARGS,
            f"ray.stall_warn_s={WARN_S}", f"ray.stall_fail_s={FAIL_S}"]
     with open(log, "w") as f:
-        return Tree(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=_env(), start_new_session=True))
+        return ProcessTree(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=node_env(),
+                                            start_new_session=True))
 
 
-def _kill_after_first_commit(job: Tree, out: Path, cluster: LoopbackCluster, node: str, log: Path) -> None:
+def _kill_after_first_commit(job: ProcessTree, out: Path, cluster: LoopbackCluster, node: str, log: Path) -> None:
     deadline = time.monotonic() + 150
     while not (parts := list((out / "manifest").glob("part-*.parquet"))):
         job.tree()
@@ -218,7 +96,7 @@ def _kill_after_first_commit(job: Tree, out: Path, cluster: LoopbackCluster, nod
     assert len(parts) < N_INPUTS and job.proc.poll() is None, "the node was lost after the job's end"
 
 
-def _finish(job: Tree, timeout: float) -> int:
+def _finish(job: ProcessTree, timeout: float) -> int:
     try:
         return job.proc.wait(timeout=timeout)
     finally:
