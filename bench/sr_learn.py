@@ -5,6 +5,15 @@
     python bench/sr_learn.py --tokenizer-only --minutes 10 --work /tmp/tok   # only train + check a tokenizer,
     python bench/sr_learn.py --tokenizer /tmp/tok/tokenizer_run/tokenizer     # then give SR the whole budget
 
+The issue 15 acceptance run (docs/results/2026-12-04-sr-learning.md, "Third attempt"): every shape striped, a
+4x-spatial tokenizer trained separately, then the SR bench in under 10 minutes:
+
+    python bench/sr_learn.py --tokenizer-only --stripes 1.0 --minutes 9 --threads 2 --work /tmp/tok \
+        --tokenizer-image-steps 3000 --tokenizer-override 'model.channel_mult=[1,2,2]' \
+        'model.temporal_down=[True,True]' 'model.entropy_weight=0.005' 'batch_size=8'
+    python bench/sr_learn.py --tokenizer /tmp/tok/tokenizer_run/tokenizer --stripes 1.0 --minutes 9.5 \
+        --threads 2 --batch 8 --sr-override optim.lr=0.003
+
 In one process on the CPU, nothing downloaded:
 1. data: moving-shape HR clips (bench/tokenizer.py's generator, imported) of 9 x 64 x 64, colours snapped
    to `--levels` per channel (see below); the first `--held-out` clips are held out of every training.
@@ -13,14 +22,18 @@ In one process on the CPU, nothing downloaded:
    budget on random 32 x 32 crops of the training HR clips (fully convolutional: a crop keeps the pixel
    scale and makes a step 4-5x cheaper than a 64 x 64 clip), or --tokenizer DIR.
 3. tokens: HR tokens (3, 8, 8), LR tokens (3, 4, 4) of the LR clip at LR size, and the baseline: the
-   tokens of the LR clip bicubic-upsampled back to 64 x 64 (rounded to uint8).
+   tokens of the LR clip bicubic-upsampled back to 64 x 64 (rounded to uint8). A second baseline starts
+   from what the SR model is given, the LR tokens: their decode, bicubic-upsampled, tokenized (the path a
+   cascade without SR would take from the LM's tokens). The first baseline sees the LR pixels, which the
+   LR tokens only approximate, so it is the harder one.
 4. SR: the tiny SR recipe (hr_grid / windows set to the grid) trained for the rest of the budget by the
    production trainer (trainer.sr.train.SRTrainer: MAGVIT masking, LR noise, condition drops, AdamW,
    warm-up + cosine LR) on SR shards written with pipeline.sr_shards.write_sr_shard. Text: an all-zero
    embedding with text_mask all False (the model's null text slots), so text guidance has nothing to do.
 5. held-out report: exact-token and per-group (9-bit lo / hi) accuracy and decoded PSNR against the HR
    video for the SR model (MaskGIT 24 steps at guidance 1 = conditional, temperature 1 and 0; argmax of
-   one all-masked pass) and the baseline, with the plain bicubic upsample in pixels and the tokenizer's
+   one all-masked pass), the two baselines and a lookup table (each HR token predicted from its parent LR
+   token alone: how much one LR token says), with the plain bicubic upsample in pixels and the tokenizer's
    own reconstruction of the HR clip (the ceiling of any token prediction) for reference.
 
 --tokenizer-only trains the tokenizer (step 2) for the whole budget less a check reserve, then checks it on
@@ -63,7 +76,7 @@ from videopoet.pipeline.clip_shards import Clip, write_clip_shard  # noqa: E402
 from videopoet.pipeline.sr_downsample import downsample_2x  # noqa: E402
 from videopoet.pipeline.sr_shards import TEXT_SLOTS, write_sr_shard  # noqa: E402
 from videopoet.tokenizers.lfq import join_tokens, split_tokens  # noqa: E402
-from videopoet.tokenizers.magvit2 import VideoTokenizer, video_to_tensor  # noqa: E402
+from videopoet.tokenizers.magvit2 import VideoTokenizer, tensor_to_video, video_to_tensor  # noqa: E402
 from videopoet.tokenizers.train_video import RECIPES as TOKENIZER_RECIPES  # noqa: E402
 from videopoet.tokenizers.train_video import train as train_tokenizer  # noqa: E402
 from videopoet.trainer.sr.config import RECIPES_TRAIN as SR_RECIPES  # noqa: E402
@@ -145,6 +158,25 @@ def token_accuracy(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
             "acc_hi": float((p_hi == t_hi).float().mean())}
 
 
+def parent_lookup(hr_train: torch.Tensor, lr_train: torch.Tensor, lr_held: torch.Tensor) -> torch.Tensor:
+    """How much one LR token says about its 2 x 2 HR tokens: each HR position predicted by the HR token most often
+    seen in training under the same (parent LR token, position within the parent); unseen: the commonest HR token.
+    HR [N, T, H, W], LR [N, T, H/2, W/2] -> predicted HR [N_held, T, H, W]."""
+    def keys(lr: torch.Tensor) -> np.ndarray:
+        up = lr.repeat_interleave(2, -2).repeat_interleave(2, -1).numpy().astype(np.int64)
+        child = (np.arange(up.shape[-2])[:, None] % 2) * 2 + np.arange(up.shape[-1])[None, :] % 2
+        return up * 4 + child
+    k, v = keys(lr_train).reshape(-1), hr_train.numpy().reshape(-1)
+    pairs, counts = np.unique(np.stack([k, v], 1), axis=0, return_counts=True)
+    best: dict[int, tuple[int, int]] = {}
+    for (key, hr_id), c in zip(pairs.tolist(), counts.tolist()):
+        if c > best.get(key, (0, -1))[0]:
+            best[key] = (c, hr_id)
+    fallback = int(np.bincount(v).argmax())
+    held = keys(lr_held)
+    return torch.from_numpy(np.vectorize(lambda key: best.get(key, (0, fallback))[1])(held)).long()
+
+
 @torch.inference_mode()
 def argmax_one_pass(model, lr_tokens: torch.Tensor, text, text_mask) -> torch.Tensor:
     """Every HR position masked, one conditional forward, argmax of each group."""
@@ -163,6 +195,9 @@ def train_video_tokenizer(args, train_hr: list[np.ndarray], work: Path, seconds:
     crop = min(args.size, 32)
     crops = [Clip(key=f"crop{i:05d}", rgb=random_crop(v, crop, rng), meta={"caption": "moving shapes"})
              for i, v in enumerate(train_hr)]
+    if args.tokenizer_with_lr:  # the LR clips too: the SR model's condition is this tokenizer's LR tokens
+        crops += [Clip(key=f"lr{i:05d}", rgb=random_crop(downsample_2x(v), crop, rng),
+                       meta={"caption": "moving shapes"}) for i, v in enumerate(train_hr)]
     data = work / "tokenizer_clips"
     for s in range(4):
         write_clip_shard(data / f"shard-{s:05d}.tar", crops[s::4])
@@ -201,8 +236,11 @@ def tokenizer_check(tok: VideoTokenizer, hr: list[np.ndarray], batch: int) -> di
     bicubic = torch.stack([video_to_tensor(upsample_2x(v)) for v in lr])
     ceiling = float(psnr(decode(tok, hr_tok, batch), x).mean())
     baseline = float(psnr(decode(tok, base_tok, batch), x).mean())
+    lr_recon = decode(tok, encode(tok, lr, batch), batch)
+    lr_x = torch.stack([video_to_tensor(v) for v in lr])
     return {"clips": len(hr), "tokenizer_recon_of_hr_psnr": ceiling, "baseline_decoded_psnr": baseline,
             "psnr_headroom_over_baseline_db": ceiling - baseline, "bicubic_pixels_psnr": float(psnr(bicubic, x).mean()),
+            "tokenizer_recon_of_lr_psnr": float(psnr(lr_recon, lr_x).mean()),
             **{f"baseline_{k}": v for k, v in token_accuracy(base_tok, hr_tok).items()}}
 
 
@@ -222,6 +260,7 @@ def run_tokenizer_only(args) -> dict:
                                                      f"{torch.get_num_threads()} torch threads)",
             "minutes_budget": args.minutes, "seconds_total": time.perf_counter() - t0,
             "tokenizer_train_seconds": seconds, "tokenizer_override": list(args.tokenizer_override),
+            "tokenizer_with_lr": args.tokenizer_with_lr,
             "train_clips": len(hr), "clip": [args.frames, args.size, args.size], "colour_levels": args.levels,
             "striped_fraction": args.stripes, "tokenizer": str(tok_path),
             "grid": list(tok.latent_shape(args.frames, args.size, args.size)), "check": check}
@@ -266,6 +305,9 @@ def run(args) -> dict:
     hr_tok = encode(tok, hr, args.encode_batch)
     lr_tok = encode(tok, lr, args.encode_batch)
     base_tok = encode(tok, [upsample_2x(v) for v in lr[held]], args.encode_batch)
+    # the same baseline from what the SR model is given, the LR tokens: their decode, bicubic-upsampled, tokenized
+    lr_decoded = [tensor_to_video(v).numpy() for v in decode(tok, lr_tok[held], args.encode_batch)]
+    base_from_lr_tok = encode(tok, [upsample_2x(v) for v in lr_decoded], args.encode_batch)
     log(t0, f"tokenized: HR grid {list(grid)}, LR grid {list(lr_tok.shape[1:])} in {time.perf_counter() - t_enc:.0f} s;"
             f" {torch.unique(hr_tok[train]).numel()} distinct HR codes in training, "
             f"{torch.unique(hr_tok[held]).numel()} held out "
@@ -290,8 +332,8 @@ def run(args) -> dict:
     trainer = SRTrainer(cfg, shards)
     log(t0, f"SR model: {trainer.model.num_params() / 1e6:.2f} M parameters, hr_grid {list(grid)}, windows "
             f"{[list(x) for x in cfg.model.windows]}, batch {cfg.data.batch_size}, lr {cfg.optim.lr}")
-    # reserve for evaluation: 4 more decodes of the held-out clips (baseline + 3 SR) and sampling
-    reserve = 4 * dec_s + 15.0
+    # reserve for evaluation: 6 more decodes of the held-out clips (2 baselines, the lookup, 3 SR) and sampling
+    reserve = 6 * dec_s + 15.0
     sr_seconds = deadline - time.perf_counter() - reserve
     if sr_seconds < 30:
         log(t0, f"WARNING: {max(sr_seconds, 0):.0f} s left for SR training: raise --minutes or lower --clips")
@@ -324,6 +366,8 @@ def run(args) -> dict:
                                 SRSamplingConfig(steps=args.sample_steps, temperature=0.0)),
         "sr_argmax_one_pass": argmax_one_pass(model, lr_held, text, text_mask),
         "baseline_tokenize_bicubic_upsample": base_tok,
+        "baseline_from_lr_tokens": base_from_lr_tok,
+        "lookup_from_parent_lr_token": parent_lookup(hr_tok[train], lr_tok[train], lr_tok[held]),
     }
     truth = hr_tok[held]
     base_wrong = base_tok != truth  # the positions where an SR model has something to win
@@ -380,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-reserve-s", type=float, default=45.0,
                         help="--tokenizer-only: seconds of the budget kept for the data and the check")
     parser.add_argument("--tokenizer-image-steps", type=int, default=50)
+    parser.add_argument("--tokenizer-with-lr", action="store_true",
+                        help="train the tokenizer on the LR clips as well as on crops of the HR clips")
     parser.add_argument("--tokenizer-override", nargs="*", default=[],
                         help="tokenizer train config key=value (recipe tiny), e.g. model.channel_mult=[1,2,2]")
     parser.add_argument("--batch", type=int, default=32, help="SR examples per step")
