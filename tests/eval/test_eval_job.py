@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_clip import tiny_clip_dir
 
 from videopoet.checkpoint import save_checkpoint
 from videopoet.cli import main
@@ -224,26 +225,6 @@ def test_refusals_are_one_line(models, msrvtt, tmp_path, capsys):
     assert "msrvtt_t2v" in out and "213" in out and "38.44" in out
 
 
-def _tiny_clip(root):
-    """A random CLIPModel directory in the transformers layout, character-level tokenizer (built offline)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        vocab.update({c + suffix: len(vocab) for c in "abcdefghijklmnopqrstuvwxyz"})
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(root / "clip")
-    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(root / "clip")
-    return root / "clip"
-
-
 def _tiny_c3d(root):
     """A narrow random C3D with TGAN2's layer names and a mean clip (torch state dict)."""
     from videopoet.eval.c3d import C3D
@@ -263,7 +244,7 @@ def test_every_other_protocol_end_to_end(name, models, ray_local, tmp_path):
     assert len(list_examples(protocol, data)) == 2
     extra = {}
     if "clipsim" in protocol.metrics:
-        extra["clip"] = str(_tiny_clip(tmp_path))
+        extra["clip"] = str(tiny_clip_dir(tmp_path)[0])
     if "is" in protocol.metrics:
         extra["c3d"] = str(_tiny_c3d(tmp_path))
     # greedy: the per-example seeds are covered by the msrvtt runs above

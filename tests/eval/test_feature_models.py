@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+from tiny_clip import tiny_clip_dir
 
 from videopoet.config import UsageError
 from videopoet.eval.c3d import C3D, c3d_probs, load_c3d
@@ -75,31 +75,6 @@ def test_clipsim_averages_frames_then_videos():
     np.testing.assert_allclose(clipsim_from_embeddings(same_t, text), clipsim_from_embeddings(list(same_t), text))
 
 
-def _tiny_clip_dir(tmp_path, with_processor: bool = False):
-    torch.manual_seed(0)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for letter in "abcdefghijklmnopqrstuvwxyz":
-        vocab[letter] = len(vocab)
-    for letter in "abcdefghijklmnopqrstuvwxyz":
-        vocab[letter + "</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])  # character-level BPE: no merges, built offline
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    directory = tmp_path / "clip"
-    model = CLIPModel(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    if with_processor:
-        CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-            directory)
-    return directory, model, tokenizer
-
-
 def _openai_preprocess(frame: np.ndarray, size: int) -> torch.Tensor:
     """OpenAI CLIP's preprocessing written out: PIL bicubic short side -> size, centre crop, mean/std."""
     h, w = frame.shape[:2]
@@ -111,7 +86,7 @@ def _openai_preprocess(frame: np.ndarray, size: int) -> torch.Tensor:
 
 
 def test_tiny_clip_directory_scores_as_brute_force(tmp_path):
-    directory, model, tokenizer = _tiny_clip_dir(tmp_path)
+    directory, model, tokenizer = tiny_clip_dir(tmp_path)
     scorer = load_clip(directory)
     rng = np.random.default_rng(1)
     videos = [rng.integers(0, 256, (t, 40, 56, 3), dtype=np.uint8) for t in (3, 2)]
@@ -134,7 +109,7 @@ def test_tiny_clip_directory_scores_as_brute_force(tmp_path):
 
 
 def test_clip_directory_processor_config_is_used(tmp_path):
-    directory, _, _ = _tiny_clip_dir(tmp_path, with_processor=True)
+    directory, _, _ = tiny_clip_dir(tmp_path, with_processor=True)
     config = json.loads((directory / "preprocessor_config.json").read_text())
     config["image_mean"] = [0.0, 0.0, 0.0]  # a different normalisation must change the score
     (directory / "preprocessor_config.json").write_text(json.dumps(config))
@@ -149,7 +124,7 @@ def test_clip_missing_files_are_one_line(tmp_path):
     with pytest.raises(MissingWeights) as err:
         load_clip(tmp_path / "nowhere")
     assert "nowhere not found" in _one_line(err)
-    directory, _, _ = _tiny_clip_dir(tmp_path)
+    directory, _, _ = tiny_clip_dir(tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (directory / name).unlink()
     with pytest.raises(MissingWeights) as err:
