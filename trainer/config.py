@@ -18,7 +18,6 @@ from typing import Literal
 from videopoet.config import RecipeRegistry, config_hash, to_dict
 from videopoet.trainer.data import DataConfig
 from videopoet.trainer.model import MODEL_RECIPES, ModelConfig
-from videopoet.training.zero import deepspeed_config_path  # noqa: F401  (the LM's engine.deepspeed)
 
 
 @dataclass

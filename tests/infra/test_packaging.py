@@ -71,7 +71,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
     probe = run("-c", "\n".join([
         "import importlib, videopoet",
-        "from videopoet.trainer.config import TRAIN_RECIPES, deepspeed_config_path",
+        "from videopoet.trainer.config import TRAIN_RECIPES",
+        "from videopoet.training.zero import deepspeed_config_path",
         "print(videopoet.__file__)",
         "cfg = TRAIN_RECIPES.get('configs/train_8b_cluster.yaml')",
         "print(cfg.engine.num_workers, cfg.checkpoint.name)",
