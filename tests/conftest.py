@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -10,6 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One `ninja` for every process of the suite: DeepSpeed JIT-builds its CPU shared-memory op into one cache
+# directory with whichever ninja is first on PATH, and the venv's (1.13, what Ray nodes and jobs find) and
+# the system's (1.11) log commands differently, so each switch rebuilt the op (about a minute of CPU).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 # --- sample media (helper "media"): generated once per test session --------------------------
